@@ -1,0 +1,58 @@
+"""ragloom: retrieval-augmented agents that plan in parallel.
+
+The public names below are imported on first use (PEP 562), so ``import ragloom`` stays light:
+it never imports torch, faiss, chromadb, ray or langgraph's graph machinery by itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ragloom.errors import (
+    ConfigError,
+    ContextWindowError,
+    EvalError,
+    IndexCorruptError,
+    MissingDependencyError,
+    ModelError,
+    PlanError,
+    RagloomError,
+    RetrievalError,
+    RunCancelledError,
+    ToolError,
+    ToolTimeoutError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; filled in as the modules land.
+_LAZY: dict[str, str] = {}
+
+__all__ = [
+    "ConfigError",
+    "ContextWindowError",
+    "EvalError",
+    "IndexCorruptError",
+    "MissingDependencyError",
+    "ModelError",
+    "PlanError",
+    "RagloomError",
+    "RetrievalError",
+    "RunCancelledError",
+    "ToolError",
+    "ToolTimeoutError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ragloom' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,43 @@
+"""ragloom.runtime: the LLM protocol, its fake, the embedded engine and the other backends.
+
+Heavy parts (torch, llama.cpp, openai, vllm) are imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ragloom.runtime.llm import (
+    LLM,
+    BaseLLM,
+    Completion,
+    FakeLLM,
+    Grammar,
+    Message,
+    Prompt,
+    SamplingParams,
+)
+
+# public name -> module that defines it (imported on first use).
+_LAZY: dict[str, str] = {}
+
+__all__ = [
+    "LLM",
+    "BaseLLM",
+    "Completion",
+    "FakeLLM",
+    "Grammar",
+    "Message",
+    "Prompt",
+    "SamplingParams",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ragloom.runtime' has no attribute {name!r}")

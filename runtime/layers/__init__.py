@@ -1,0 +1,1 @@
+"""ragloom.runtime.layers."""

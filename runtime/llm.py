@@ -1,0 +1,298 @@
+"""The LLM protocol that planners, joiners, rerankers and judges call, and its scripted fake.
+
+Every backend (the embedded torch engine, llama.cpp, an OpenAI-compatible server, vLLM, a
+LangChain chat model) implements :class:`LLM`. Backends subclass :class:`BaseLLM` and write one
+core method, ``_stream``; ``generate``/``agenerate``/``astream`` derive from it, so there is a
+single code path per backend. Engines that batch override ``generate``/``agenerate``.
+
+A prompt is either plain text or a list of chat messages; backends apply their own chat
+template to message lists (:meth:`BaseLLM.render`).
+
+This module imports nothing heavy (no torch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypedDict, runtime_checkable
+
+from ragloom.errors import ConfigError
+
+__all__ = [
+    "LLM",
+    "BaseLLM",
+    "Completion",
+    "FakeLLM",
+    "Grammar",
+    "Message",
+    "Prompt",
+    "SamplingParams",
+    "apply_stop",
+]
+
+
+class Message(TypedDict):
+    """One chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
+
+    role: str
+    content: str
+
+
+Prompt = str | Sequence[Message]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grammar:
+    """A constraint on the generated text, compiled by each backend.
+
+    Attributes:
+        kind: ``"regex"``, ``"json_schema"``, ``"lark"`` or ``"gbnf"``.
+        source: the pattern, JSON schema (as text) or grammar.
+    """
+
+    kind: Literal["regex", "json_schema", "lark", "gbnf"]
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SamplingParams:
+    """Per-call sampling parameters.
+
+    Attributes:
+        max_tokens: the most tokens to generate (at least 1).
+        temperature: 0 is greedy.
+        top_p: nucleus sampling mass in (0, 1].
+        seed: seed for sampling; None draws one.
+        stop: generation ends before the first of these strings; it is not returned.
+        grammar: optional constraint on the output (constrained decoding).
+    """
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    grammar: Grammar | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        if any(not s for s in self.stop):
+            raise ConfigError("stop strings must be non-empty")
+
+
+@dataclass(slots=True)
+class Completion:
+    """What one prompt produced.
+
+    Attributes:
+        text: the generated text, stop string excluded.
+        finish_reason: ``"stop"`` (a stop string or end-of-sequence), ``"length"`` or
+            ``"cancelled"``.
+        prompt_tokens: tokens in the prompt.
+        completion_tokens: tokens generated.
+        cached_tokens: prompt tokens served from a prefix cache.
+    """
+
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled"] = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """What ragloom needs of a language model."""
+
+    model_name: str
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Completion]:
+        """Complete every prompt (batched where the backend can)."""
+        ...
+
+    async def agenerate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Completion]:
+        """Async twin of :meth:`generate`."""
+        ...
+
+    def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[str]:
+        """Yield the completion of one prompt as text deltas."""
+        ...
+
+    def astream(self, prompt: Prompt, params: SamplingParams | None = None) -> AsyncIterator[str]:
+        """Async twin of :meth:`stream`."""
+        ...
+
+    def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
+        """Log-probability of each choice as the continuation of each prompt."""
+        ...
+
+
+def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` before the earliest stop string; say whether one was found.
+
+    >>> apply_stop("1. a()\\nThought: done", ["Thought:"])
+    ('1. a()\\n', True)
+    """
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class BaseLLM(ABC):
+    """Shared plumbing: backends implement :meth:`_stream` (and optionally :meth:`score`)."""
+
+    model_name: str = "unknown"
+
+    @abstractmethod
+    def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
+        """Yield text deltas of one completion; stop strings are applied by the caller."""
+
+    def render(self, prompt: Prompt) -> str:
+        """Turn a prompt into text; engines override this with their chat template."""
+        if isinstance(prompt, str):
+            return prompt
+        return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in prompt) + "<|assistant|>\n"
+
+    def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[str]:
+        params = params or SamplingParams()
+        emitted = ""
+        held = ""  # text that may still turn out to be the start of a stop string
+        hold = max((len(s) for s in params.stop), default=0)
+        for delta in self._stream(prompt, params):
+            held += delta
+            text, stopped = apply_stop(emitted + held, params.stop)
+            if stopped:
+                if len(text) > len(emitted):
+                    yield text[len(emitted) :]
+                return
+            safe = len(held) - (hold - 1) if hold else len(held)
+            if safe > 0:
+                yield held[:safe]
+                emitted += held[:safe]
+                held = held[safe:]
+        if held:
+            yield held
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Completion]:
+        params = params or SamplingParams()
+        out = []
+        for prompt in prompts:
+            pieces = list(self._stream(prompt, params))
+            text, stopped = apply_stop("".join(pieces), params.stop)
+            reason: Literal["stop", "length"] = (
+                "stop" if stopped or len(pieces) < params.max_tokens else "length"
+            )
+            out.append(Completion(text=text, finish_reason=reason, completion_tokens=len(pieces)))
+        return out
+
+    async def agenerate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Completion]:
+        return await asyncio.to_thread(self.generate, prompts, params)
+
+    async def astream(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> AsyncIterator[str]:
+        """Run :meth:`stream` in a worker thread and hand its deltas to the event loop."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, str | BaseException | None]] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def pump() -> None:
+            try:
+                for delta in self.stream(prompt, params):
+                    if cancelled.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, ("delta", delta))
+                loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+        worker = loop.run_in_executor(None, pump)
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "delta":
+                    assert isinstance(item, str)
+                    yield item
+                elif kind == "error":
+                    assert isinstance(item, BaseException)
+                    raise item
+                else:
+                    break
+        finally:
+            cancelled.set()
+            await asyncio.shield(worker)
+
+    def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
+        raise NotImplementedError(f"{type(self).__name__} does not score continuations")
+
+
+Responder = Callable[[str], str]
+
+
+@dataclass
+class FakeLLM(BaseLLM):
+    """A scripted LLM for tests: replies come from a list (in order) or a function of the prompt.
+
+    Replies stream word by word (whitespace kept), optionally ``delay`` seconds apart, so that
+    streaming consumers can be tested. Every rendered prompt is kept in ``prompts``.
+
+    Args:
+        responses: replies in order (the last one repeats), or a function prompt -> reply.
+        delay: seconds to sleep before each streamed piece.
+        scores: optional function (prompt, choice) -> log-probability for :meth:`score`.
+
+    >>> llm = FakeLLM(["1. search('x')\\n2. join()<END_OF_PLAN>"])
+    >>> llm.generate(["plan"], SamplingParams(stop=("<END_OF_PLAN>",)))[0].text
+    "1. search('x')\\n2. join()"
+    """
+
+    responses: Sequence[str] | Responder = ("",)
+    delay: float = 0.0
+    scores: Callable[[str, str], float] | None = None
+    model_name: str = "fake"
+    prompts: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _reply(self, text: str) -> str:
+        with self._lock:
+            self.prompts.append(text)
+            if callable(self.responses):
+                return self.responses(text)
+            index = min(len(self.prompts), len(self.responses)) - 1
+            return self.responses[index]
+
+    def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
+        import re
+        import time
+
+        reply = self._reply(self.render(prompt))
+        for n, piece in enumerate(re.findall(r"\s*\S+|\s+", reply)):
+            if n >= params.max_tokens:
+                return
+            if self.delay:
+                time.sleep(self.delay)
+            yield piece
+
+    def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
+        if self.scores is None:
+            raise NotImplementedError("FakeLLM was built without a scores function")
+        rendered = [self.render(p) for p in prompts]
+        return [[self.scores(p, c) for c in choices] for p in rendered]
