@@ -8,7 +8,11 @@ from typing import Any
 # public name -> module that defines it (imported on first use, so importing stays light).
 _LAZY: dict[str, str] = {}
 
-__all__ = [*_LAZY]
+__all__ = sorted(
+    [
+        *_LAZY,
+    ]
+)
 
 
 def __getattr__(name: str) -> Any:

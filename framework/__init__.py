@@ -29,21 +29,23 @@ __version__ = "0.1.0"
 # public name -> module that defines it; filled in as the modules land.
 _LAZY: dict[str, str] = {}
 
-__all__ = [
-    "ConfigError",
-    "ContextWindowError",
-    "EvalError",
-    "IndexCorruptError",
-    "MissingDependencyError",
-    "ModelError",
-    "PlanError",
-    "RagloomError",
-    "RetrievalError",
-    "RunCancelledError",
-    "ToolError",
-    "ToolTimeoutError",
-    *_LAZY,
-]
+__all__ = sorted(
+    [
+        "ConfigError",
+        "ContextWindowError",
+        "EvalError",
+        "IndexCorruptError",
+        "MissingDependencyError",
+        "ModelError",
+        "PlanError",
+        "RagloomError",
+        "RetrievalError",
+        "RunCancelledError",
+        "ToolError",
+        "ToolTimeoutError",
+        *_LAZY,
+    ]
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -58,3 +58,7 @@ _register()
 def main() -> None:
     """Entry point of the ``ragloom`` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -17,22 +17,26 @@ from ragloom.runtime.llm import (
     Message,
     Prompt,
     SamplingParams,
+    apply_stop,
 )
 
 # public name -> module that defines it (imported on first use).
 _LAZY: dict[str, str] = {}
 
-__all__ = [
-    "LLM",
-    "BaseLLM",
-    "Completion",
-    "FakeLLM",
-    "Grammar",
-    "Message",
-    "Prompt",
-    "SamplingParams",
-    *_LAZY,
-]
+__all__ = sorted(
+    [
+        "LLM",
+        "BaseLLM",
+        "Completion",
+        "FakeLLM",
+        "Grammar",
+        "Message",
+        "Prompt",
+        "SamplingParams",
+        "apply_stop",
+        *_LAZY,
+    ]
+)
 
 
 def __getattr__(name: str) -> Any:
