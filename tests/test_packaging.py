@@ -11,8 +11,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "faiss", "chromadb", "ray", "sentence_transformers", "transformers", "openai",
-         "cyllama", "langchain", "langgraph.graph", "langgraph.pregel")
+HEAVY = (
+    "torch",
+    "faiss",
+    "chromadb",
+    "ray",
+    "sentence_transformers",
+    "transformers",
+    "openai",
+    "cyllama",
+    "langchain",
+    "langgraph.graph",
+    "langgraph.pregel",
+)
 PACKAGES = ["ragloom", "ragloom.planners", "ragloom.retrievers", "ragloom.runtime", "ragloom.evals"]
 
 
@@ -65,7 +76,8 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
 
 
 def test_cli_help_lists_commands() -> None:
-    out = subprocess.run([sys.executable, "-m", "ragloom.cli", "--help"], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "ragloom.cli", "--help"], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert "version" in out.stdout

@@ -16,8 +16,13 @@ def test_fake_llm_satisfies_protocol() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"max_tokens": 0}, "max_tokens"), ({"max_tokens": -3}, "max_tokens"),
-     ({"temperature": -1.0}, "temperature"), ({"top_p": 0.0}, "top_p"), ({"stop": ("",)}, "stop")],
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -3}, "max_tokens"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"stop": ("",)}, "stop"),
+    ],
 )
 def test_sampling_params_reject_bad_values(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
