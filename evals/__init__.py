@@ -1,4 +1,7 @@
-"""ragloom.evals."""
+"""ragloom.evals: RAG metrics (classic and judged), data set loaders, sweeps and reports.
+
+Everything is exported lazily, so ``import ragloom.evals`` loads no model and no heavy library.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,48 @@ import importlib
 from typing import Any
 
 # public name -> module that defines it (imported on first use, so importing stays light).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "AnswerCorrectness": "ragloom.evals.judged",
+    "AnswerRelevancy": "ragloom.evals.judged",
+    "AnswerSimilarity": "ragloom.evals.judged",
+    "Ask": "ragloom.evals.judge",
+    "CachedLLM": "ragloom.evals.cache",
+    "CompletionCache": "ragloom.evals.cache",
+    "ContextPrecision": "ragloom.evals.judged",
+    "ContextRecall": "ragloom.evals.judged",
+    "DATASETS": "ragloom.evals.datasets",
+    "EvalResult": "ragloom.evals.evaluate",
+    "EvalSet": "ragloom.evals._types",
+    "Example": "ragloom.evals._types",
+    "Faithfulness": "ragloom.evals.judged",
+    "GoldSpan": "ragloom.evals._types",
+    "Judge": "ragloom.evals.judge",
+    "JudgedMetric": "ragloom.evals.judged",
+    "Metric": "ragloom.evals._types",
+    "MetricResult": "ragloom.evals._types",
+    "Passage": "ragloom.evals._types",
+    "Prediction": "ragloom.evals._types",
+    "Reply": "ragloom.evals.judge",
+    "evaluate": "ragloom.evals.evaluate",
+    "exact_match": "ragloom.evals.classic",
+    "gold_matches": "ragloom.evals.classic",
+    "is_abstention": "ragloom.evals.classic",
+    "load_covid_qa": "ragloom.evals.datasets",
+    "load_dataset": "ragloom.evals.datasets",
+    "load_hotpotqa": "ragloom.evals.datasets",
+    "load_musique": "ragloom.evals.datasets",
+    "load_pubmedqa": "ragloom.evals.datasets",
+    "load_squad2": "ragloom.evals.datasets",
+    "metric_name": "ragloom.evals.evaluate",
+    "mrr": "ragloom.evals.classic",
+    "ndcg": "ragloom.evals.classic",
+    "normalize_answer": "ragloom.evals.classic",
+    "parse_json_reply": "ragloom.evals.judge",
+    "precision_weighted": "ragloom.evals.judged",
+    "recall_at_k": "ragloom.evals.classic",
+    "run_programs": "ragloom.evals.judged",
+    "token_f1": "ragloom.evals.classic",
+}
 
 __all__ = sorted(
     [

@@ -1,0 +1,102 @@
+"""Judge prompts and the JSON shapes their answers must fit (private to ragloom.evals).
+
+Every prompt states the task, the inputs, and the exact JSON to reply with; the shared
+instruction text comes first so that an engine's prefix cache can reuse it across a batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "Questions",
+    "Relevance",
+    "Statements",
+    "Verdicts",
+    "extract_prompt",
+    "questions_prompt",
+    "relevance_prompt",
+    "verify_prompt",
+]
+
+
+class Statements(BaseModel):
+    """Atomic, self-contained statements extracted from a text."""
+
+    statements: list[str]
+
+
+class Verdict(BaseModel):
+    """Whether one statement can be inferred from a text."""
+
+    statement: str = ""
+    reason: str = ""
+    verdict: Literal[0, 1]
+
+
+class Verdicts(BaseModel):
+    """One verdict per statement, in order."""
+
+    verdicts: list[Verdict]
+
+
+class Questions(BaseModel):
+    """Questions the answer would answer, and whether the answer is evasive."""
+
+    questions: list[str] = Field(max_length=5)
+    noncommittal: bool
+
+
+class Relevance(BaseModel):
+    """Whether one retrieved context was useful to reach the answer."""
+
+    reason: str = ""
+    verdict: Literal[0, 1]
+
+
+def extract_prompt(question: str, text: str) -> str:
+    """Ask for the atomic claims made by ``text`` in answer to ``question``."""
+    return (
+        "Break the ANSWER into short, self-contained factual statements. Replace pronouns with "
+        "what they refer to. Do not add anything the answer does not say. If the answer makes "
+        "no factual claim (for example it says it does not know), return an empty list.\n"
+        'Reply with JSON only: {"statements": ["...", "..."]}\n\n'
+        f"QUESTION: {question}\nANSWER: {text}\nJSON:"
+    )
+
+
+def verify_prompt(statements: Sequence[str], context: str) -> str:
+    """Ask, for each statement in order, whether ``context`` supports it."""
+    listed = json.dumps(list(statements), ensure_ascii=False)
+    return (
+        "For each STATEMENT decide whether it can be directly inferred from the CONTEXT: "
+        "verdict 1 if it can, 0 if it cannot. Give one verdict per statement, in the same "
+        "order.\n"
+        'Reply with JSON only: {"verdicts": [{"statement": "...", "reason": "...", '
+        '"verdict": 0 or 1}, ...]}\n\n'
+        f"CONTEXT:\n{context}\n\nSTATEMENTS: {listed}\nJSON:"
+    )
+
+
+def questions_prompt(answer: str, n: int) -> str:
+    """Ask for ``n`` questions that ``answer`` answers, and whether it is noncommittal."""
+    return (
+        f"Write {n} different questions that the ANSWER below answers. Also say whether the "
+        'answer is noncommittal (evasive or vague, e.g. "I don\'t know" or "I\'m not sure").\n'
+        'Reply with JSON only: {"questions": ["...", ...], "noncommittal": true or false}\n\n'
+        f"ANSWER: {answer}\nJSON:"
+    )
+
+
+def relevance_prompt(question: str, answer: str, context: str) -> str:
+    """Ask whether ``context`` was useful in arriving at ``answer`` to ``question``."""
+    return (
+        "Decide whether the CONTEXT was useful in arriving at the ANSWER to the QUESTION: "
+        "verdict 1 if it was, 0 if it was not.\n"
+        'Reply with JSON only: {"reason": "...", "verdict": 0 or 1}\n\n'
+        f"QUESTION: {question}\nANSWER: {answer}\nCONTEXT:\n{context}\nJSON:"
+    )
