@@ -27,7 +27,17 @@ from ragloom.errors import (
 __version__ = "0.1.0"
 
 # public name -> module that defines it; filled in as the modules land.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "Agent": "ragloom.agent",
+    "AgentEvent": "ragloom.agent",
+    "AgentResult": "ragloom.agent",
+    "Finish": "ragloom.agent",
+    "Joiner": "ragloom.agent",
+    "PlanRound": "ragloom.agent",
+    "Planner": "ragloom.agent",
+    "Replan": "ragloom.agent",
+    "next_task_id": "ragloom.agent",
+}
 
 __all__ = sorted(
     [

@@ -6,7 +6,18 @@ import importlib
 from typing import Any
 
 # public name -> module that defines it (imported on first use, so importing stays light).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "DECISION_SCHEMA": "ragloom.planners.joiner",
+    "END_OF_PLAN": "ragloom.planners.prompts",
+    "JOINER_SYSTEM": "ragloom.planners.prompts",
+    "LLMCompilerPlanner": "ragloom.planners.llmcompiler",
+    "LLMJoiner": "ragloom.planners.joiner",
+    "PLANNER_SYSTEM": "ragloom.planners.prompts",
+    "REAPER_SYSTEM": "ragloom.planners.prompts",
+    "joiner_messages": "ragloom.planners.prompts",
+    "parse_decision": "ragloom.planners.joiner",
+    "planner_messages": "ragloom.planners.prompts",
+}
 
 __all__ = sorted(
     [

@@ -1,0 +1,97 @@
+"""Turning observations into prompt text: task results for joiners, evidence for answerers.
+
+Values are rendered compactly and cut to a budget, so a small model's context is not flooded.
+Retrieval results (hits or chunks) are shown as ``[chunk id] text`` so answers can cite them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ragloom.agent import PlanRound
+    from ragloom.tfu import Observation
+
+__all__ = ["call_text", "evidence_ids", "render_rounds", "render_value"]
+
+
+def _chunk_of(value: Any) -> Any:
+    chunk = getattr(value, "chunk", value)
+    if isinstance(getattr(chunk, "id", None), str) and isinstance(
+        getattr(chunk, "text", None), str
+    ):
+        return chunk
+    return None
+
+
+def render_value(value: Any, max_chars: int = 600) -> str:
+    """A short text form of a tool's output; hits/chunks as ``[id] text``.
+
+    >>> render_value("x" * 10, max_chars=4)
+    'xxxx…'
+    """
+    items = value if isinstance(value, list | tuple) else [value]
+    chunks = [_chunk_of(v) for v in items]
+    if items and all(c is not None for c in chunks):
+        text = "\n".join(f"[{c.id}] {' '.join(c.text.split())}" for c in chunks)
+    elif isinstance(value, list | tuple) and not value:
+        text = "(nothing found)"
+    else:
+        text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= max_chars else text[:max_chars] + "…"
+
+
+def call_text(obs: Observation) -> str:
+    """``tool(args)`` as the task was called (arguments after ``$N`` substitution).
+
+    The observation's ``args`` is a dict of keyword arguments (or a list of positional ones).
+    """
+    args = obs.args
+    if isinstance(args, dict):
+        inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
+    elif isinstance(args, list | tuple):
+        inner = ", ".join(repr(a) for a in args)
+    else:
+        inner = repr(args)
+    return f"{obs.tool}({inner})"
+
+
+def _result_line(obs: Observation, max_chars: int) -> str:
+    result = render_value(obs.value, max_chars) if obs.ok else f"ERROR: {obs.error}"
+    return f"{obs.task_id}. {call_text(obs)}\n   -> {result}"
+
+
+def render_rounds(rounds: Sequence[PlanRound], max_chars: int = 600) -> str:
+    """Every round's task results, a replan reason or plan error after each round.
+
+    Args:
+        rounds: the rounds so far.
+        max_chars: the most characters shown of one task's result.
+    """
+    lines: list[str] = []
+    for number, rnd in enumerate(rounds, 1):
+        if len(rounds) > 1:
+            lines.append(f"Plan {number}:")
+        lines += [_result_line(o, max_chars) for _, o in sorted(rnd.observations.items())]
+        if not rnd.observations:
+            lines.append("(no tool was called)")
+        if rnd.error:
+            lines.append(f"(the plan broke off: {rnd.error})")
+        if rnd.reason:
+            lines.append(f"(not enough because: {rnd.reason})")
+    return "\n".join(lines)
+
+
+def evidence_ids(observations: Iterable[Observation]) -> list[str]:
+    """Chunk ids in the observations' values, first occurrence order."""
+    seen: dict[str, None] = {}
+    for obs in observations:
+        if not obs.ok:
+            continue
+        items = obs.value if isinstance(obs.value, list | tuple) else [obs.value]
+        for item in items:
+            chunk = _chunk_of(item)
+            if chunk is not None:
+                seen.setdefault(chunk.id, None)
+    return list(seen)

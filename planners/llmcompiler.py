@@ -1,0 +1,102 @@
+"""The LLMCompiler planner: one LLM call writes a DAG of tool calls, streamed line by line.
+
+The prompt lists the registry's tools (numbered, ``join()`` last), the rules (increasing ids,
+``$N`` for an earlier task's output, maximise parallelism) and any few-shot examples the
+application supplies. :meth:`LLMCompilerPlanner.astream` yields the plan as text deltas; the
+agent parses them with the streaming plan parser and starts each task as soon as its line is
+complete. After a replan the prompt carries the previous plans, their results and the joiner's
+reason, and asks the model to continue the numbering.
+
+With ``constrained=True`` the first plan is decoded under the runtime's plan grammar, which
+keeps small models on the format (the grammar numbers from 1, so replans are unconstrained).
+This module does not parse or execute plans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ragloom.agent import PlanRound, next_task_id
+from ragloom.planners._render import render_rounds
+from ragloom.planners.prompts import END_OF_PLAN, PLANNER_SYSTEM, planner_messages
+from ragloom.runtime.llm import LLM, Grammar, SamplingParams
+
+if TYPE_CHECKING:
+    from ragloom.runtime.llm import Message
+    from ragloom.tools import ToolRegistry
+
+__all__ = ["LLMCompilerPlanner"]
+
+
+@dataclass(slots=True)
+class LLMCompilerPlanner:
+    """Writes LLMCompiler plans with an LLM.
+
+    Args:
+        llm: the language model.
+        examples: few-shot examples, each ``"Question: ...\\n1. tool(...)\\n2. join()"``.
+        constrained: decode the first plan under the plan grammar.
+        max_tokens: the longest plan.
+        system: the system prompt template (see :data:`~ragloom.planners.prompts.PLANNER_SYSTEM`).
+
+    >>> from ragloom.runtime import FakeLLM
+    >>> planner = LLMCompilerPlanner(FakeLLM(["1. search(\\"x\\")\\n2. join()<END_OF_PLAN>"]))
+    """
+
+    llm: LLM
+    examples: Sequence[str] = ()
+    constrained: bool = False
+    max_tokens: int = 400
+    system: str = PLANNER_SYSTEM
+
+    def messages(
+        self,
+        question: str,
+        registry: ToolRegistry,
+        rounds: Sequence[PlanRound] = (),
+        history: Sequence[Message] = (),
+    ) -> list[Message]:
+        """The prompt for the next plan (a replan prompt when ``rounds`` is not empty)."""
+        reason = rounds[-1].reason if rounds else ""
+        return planner_messages(
+            system=self.system,
+            tools=registry.render(),
+            num_tools=len(registry.names),
+            question=question,
+            examples=self.examples,
+            first_id=next_task_id(rounds),
+            replan_context=_replan_context(rounds),
+            reason=reason,
+            history=history,
+        )
+
+    def params(self, registry: ToolRegistry, first_id: int = 1) -> SamplingParams:
+        """Sampling parameters: stop at ``<END_OF_PLAN>``, the plan grammar when asked."""
+        grammar: Grammar | None = None
+        if self.constrained and first_id == 1:
+            from ragloom.runtime.constrained import plan_grammar
+
+            grammar = plan_grammar(registry.names)
+        return SamplingParams(max_tokens=self.max_tokens, stop=(END_OF_PLAN,), grammar=grammar)
+
+    async def astream(
+        self,
+        question: str,
+        registry: ToolRegistry,
+        rounds: Sequence[PlanRound] = (),
+        history: Sequence[Message] = (),
+    ) -> AsyncIterator[str]:
+        """Yield the plan text as the LLM writes it."""
+        prompt = self.messages(question, registry, rounds, history)
+        params = self.params(registry, next_task_id(rounds))
+        async for delta in self.llm.astream(prompt, params):
+            yield delta
+
+
+def _replan_context(rounds: Sequence[PlanRound]) -> str:
+    if not rounds:
+        return ""
+    plans = "\n".join(r.plan.strip() for r in rounds)
+    return f"{plans}\nResults:\n{render_rounds(rounds)}"
