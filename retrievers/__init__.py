@@ -6,7 +6,14 @@ import importlib
 from typing import Any
 
 # public name -> module that defines it (imported on first use, so importing stays light).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "FaissStore": "ragloom.retrievers.stores.faiss_store",
+    "HashEmbedder": "ragloom.retrievers.base",
+    "Retriever": "ragloom.retrievers.base",
+    "VectorStore": "ragloom.retrievers.base",
+    "matches_where": "ragloom.retrievers.base",
+    "validate_where": "ragloom.retrievers.base",
+}
 
 __all__ = sorted(
     [
