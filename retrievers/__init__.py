@@ -7,11 +7,27 @@ from typing import Any
 
 # public name -> module that defines it (imported on first use, so importing stays light).
 _LAZY: dict[str, str] = {
+    "CachedEmbedder": "ragloom.retrievers.embeddings",
+    "Chunker": "ragloom.retrievers.chunking",
+    "Document": "ragloom.retrievers.loaders",
     "FaissStore": "ragloom.retrievers.stores.faiss_store",
+    "FixedCharChunker": "ragloom.retrievers.chunking",
+    "FixedTokenChunker": "ragloom.retrievers.chunking",
     "HashEmbedder": "ragloom.retrievers.base",
     "Retriever": "ragloom.retrievers.base",
+    "SUPPORTED_SUFFIXES": "ragloom.retrievers.loaders",
+    "SemanticChunker": "ragloom.retrievers.chunking",
+    "SentenceChunker": "ragloom.retrievers.chunking",
+    "SentenceTransformerEmbedder": "ragloom.retrievers.embeddings",
     "VectorStore": "ragloom.retrievers.base",
+    "chunk_documents": "ragloom.retrievers.chunking",
+    "default_embedder": "ragloom.retrievers.embeddings",
+    "default_model_path": "ragloom.retrievers.embeddings",
+    "load_documents": "ragloom.retrievers.loaders",
+    "load_tokenizer": "ragloom.retrievers.embeddings",
+    "make_chunker": "ragloom.retrievers.chunking",
     "matches_where": "ragloom.retrievers.base",
+    "split_sentences": "ragloom.retrievers.chunking",
     "validate_where": "ragloom.retrievers.base",
 }
 

