@@ -7,6 +7,9 @@ from typing import Any
 
 # public name -> module that defines it (imported on first use, so importing stays light).
 _LAZY: dict[str, str] = {
+    "ANSWER_SYSTEM": "ragloom.planners.prompts",
+    "CitingAnswerer": "ragloom.planners.reaper",
+    "ClassifierRouter": "ragloom.planners.router",
     "DECISION_SCHEMA": "ragloom.planners.joiner",
     "END_OF_PLAN": "ragloom.planners.prompts",
     "JOINER_SYSTEM": "ragloom.planners.prompts",
@@ -14,9 +17,12 @@ _LAZY: dict[str, str] = {
     "LLMJoiner": "ragloom.planners.joiner",
     "PLANNER_SYSTEM": "ragloom.planners.prompts",
     "REAPER_SYSTEM": "ragloom.planners.prompts",
+    "Reaper": "ragloom.planners.reaper",
     "joiner_messages": "ragloom.planners.prompts",
     "parse_decision": "ragloom.planners.joiner",
     "planner_messages": "ragloom.planners.prompts",
+    "reaper_planner": "ragloom.planners.reaper",
+    "source_report": "ragloom.planners.reaper",
 }
 
 __all__ = sorted(

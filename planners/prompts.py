@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from ragloom.runtime.llm import Message
 
 __all__ = [
+    "ANSWER_SYSTEM",
     "END_OF_PLAN",
     "JOINER_SYSTEM",
     "PLANNER_SYSTEM",
