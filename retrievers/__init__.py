@@ -7,13 +7,17 @@ from typing import Any
 
 # public name -> module that defines it (imported on first use, so importing stays light).
 _LAZY: dict[str, str] = {
+    "BM25Retriever": "ragloom.retrievers.bm25",
     "CachedEmbedder": "ragloom.retrievers.embeddings",
+    "ChromaStore": "ragloom.retrievers.stores.chroma_store",
     "Chunker": "ragloom.retrievers.chunking",
+    "DenseRetriever": "ragloom.retrievers.dense",
     "Document": "ragloom.retrievers.loaders",
     "FaissStore": "ragloom.retrievers.stores.faiss_store",
     "FixedCharChunker": "ragloom.retrievers.chunking",
     "FixedTokenChunker": "ragloom.retrievers.chunking",
     "HashEmbedder": "ragloom.retrievers.base",
+    "HybridRetriever": "ragloom.retrievers.hybrid",
     "Retriever": "ragloom.retrievers.base",
     "SUPPORTED_SUFFIXES": "ragloom.retrievers.loaders",
     "SemanticChunker": "ragloom.retrievers.chunking",
@@ -27,6 +31,7 @@ _LAZY: dict[str, str] = {
     "load_tokenizer": "ragloom.retrievers.embeddings",
     "make_chunker": "ragloom.retrievers.chunking",
     "matches_where": "ragloom.retrievers.base",
+    "reciprocal_rank_fusion": "ragloom.retrievers.hybrid",
     "split_sentences": "ragloom.retrievers.chunking",
     "validate_where": "ragloom.retrievers.base",
 }

@@ -10,7 +10,9 @@ from typing import Any
 
 # public name -> module that defines it (imported on first use, so importing stays light).
 _LAZY: dict[str, str] = {
+    "ChromaStore": "ragloom.retrievers.stores.chroma_store",
     "FaissStore": "ragloom.retrievers.stores.faiss_store",
+    "RagloomEmbeddingFunction": "ragloom.retrievers.stores.chroma_store",
 }
 
 __all__ = sorted(
