@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ragloom._config import cache_dir, data_dir
 from ragloom._lazy import require
 from ragloom.evals.pipeline import CellConfig
 
@@ -35,7 +36,9 @@ def run_on_ray(config: Any, cells: Sequence[CellConfig], run_dir: Path, *, share
     groups: dict[tuple[str, str], list[CellConfig]] = defaultdict(list)
     for cell in cells:
         groups[(cell.chunk_spec, cell.store)].append(cell)
-    task = ray.remote(_group)
+    # workers may start in another folder: hand them the resolved data and cache folders
+    env = {"RAGLOOM_DATA_DIR": str(data_dir()), "RAGLOOM_CACHE_DIR": str(cache_dir())}
+    task = ray.remote(_group).options(runtime_env={"env_vars": env})
     pending = [task.remote(config, group, str(run_dir), shared) for group in groups.values()]
     done: list[str] = []
     with tqdm(total=len(cells), desc="sweep cells (ray)", disable=not progress) as bar:
