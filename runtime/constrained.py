@@ -216,8 +216,10 @@ def plan_grammar(
 
     The plan is numbered tasks ``N. tool(args)`` from 1 with no gap, each optionally after one
     ``Thought: ...`` line, ending with ``N. join()`` and ``<END_OF_PLAN>``. Arguments are
-    double-quoted strings or numbers, positional then ``name=value``; a ``$K`` inside a string
-    may only name an earlier task. Every length is bounded, so sampling always terminates.
+    double-quoted strings, numbers, ``$K`` or short lists of those, positional then
+    ``name=value``; a ``$K`` (alone or inside a string) may only name an earlier task. Every
+    length is bounded, so sampling always terminates. Strings and thoughts never contain ``<``,
+    so ``<END_OF_PLAN>`` (a stop string) cannot appear before the end.
 
     Args:
         tool_names: the tools the planner may call (``join`` is added by the grammar).
@@ -236,7 +238,7 @@ def plan_grammar(
         raise ConfigError("max_tasks and max_chars must be >= 1 and max_args >= 0")
     rules = [
         "start: step1",
-        f"THOUGHT: /Thought: [^\\n]{{0,{max_chars}}}\\n/",
+        f"THOUGHT: /Thought: [^\\n<]{{0,{max_chars}}}\\n/",
         "NUMBER: /-?(0|[1-9][0-9]{0,8})(\\.[0-9]{1,6})?/",
         "NAME: /[a-z_][a-z0-9_]{0,19}/",
         "TOOL: " + " | ".join(json.dumps(n) for n in names),
@@ -250,17 +252,20 @@ def _step_rules(k: int, *, last: bool, max_args: int, max_chars: int) -> list[st
     join = f'THOUGHT? "{k}. join()" "\\n"? "<END_OF_PLAN>"'
     if last:
         return [f"step{k}: {join}"]
-    plain = r'[^"\\\n$]'
+    plain = r'[^"\\\n$<]'
     content = f"{plain}{{0,{max_chars}}}"
+    scalar = f"STR{k} | NUMBER"
     if k > 1:  # `$K` names an earlier task and is never followed by a digit (no lookahead)
         ref = r"\$(" + "|".join(map(str, range(1, k))) + ")"
-        content = rf'({plain}|{ref}[^"\\\n$0-9]){{0,{max_chars}}}({ref})?'
+        content = rf'({plain}|{ref}[^"\\\n$<0-9]){{0,{max_chars}}}({ref})?'
+        scalar += f" | /{ref}/"
     more = max(max_args - 1, 0)
     return [
         f"step{k}: {join} | THOUGHT? task{k} step{k + 1}",
         f'task{k}: "{k}. " TOOL "(" args{k} ")" "\\n"',
         f'STR{k}: /"{content}"/',
-        f"value{k}: STR{k} | NUMBER",
+        f"scalar{k}: {scalar}",
+        f'value{k}: scalar{k} | "[" (scalar{k} (", " scalar{k}){{0,7}})? "]"',
         f'kwarg{k}: NAME "=" value{k}',
         f'args{k}: (value{k} (", " value{k}){{0,{more}}} (", " kwarg{k}){{0,{more}}})?'
         f' | kwarg{k} (", " kwarg{k}){{0,{more}}}',

@@ -27,7 +27,7 @@ from pathlib import Path
 from ragloom._config import cache_dir
 from ragloom.errors import ModelError
 
-__all__ = ["MODELS", "ModelInfo", "list_models", "resolve_model"]
+__all__ = ["MODELS", "ModelInfo", "list_models", "model_name", "resolve_model"]
 
 _GGUF_MAGIC = b"GGUF"
 _CHUNK = 1 << 22
@@ -100,6 +100,16 @@ def list_models() -> list[ModelInfo]:
     ['qwen2.5-coder-0.5b-instruct', 'smollm2-135m-instruct']
     """
     return [MODELS[name] for name in sorted(MODELS)]
+
+
+def model_name(name_or_path: str | os.PathLike[str]) -> str:
+    """ragloom's name for a packaged model or alias, else the file's stem.
+
+    >>> model_name("smollm2"), model_name("/models/Foo-7B.Q4_0.gguf")
+    ('smollm2-135m-instruct', 'Foo-7B.Q4_0')
+    """
+    text = os.fspath(name_or_path)
+    return _ALIASES.get(text.strip().lower()) or Path(text).stem
 
 
 def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:

@@ -48,20 +48,21 @@ def sample(constraint, seed, max_steps=2000):
 
 def check_plan(text, tools):
     """An independent reading of the plan format: numbering, tools, literal args, refs."""
-    assert text.endswith("<END_OF_PLAN>")
+    assert text.endswith("<END_OF_PLAN>") and text.count("<") == 1
     lines = [ln for ln in text[: -len("<END_OF_PLAN>")].splitlines() if ln.strip()]
     tasks = [ln for ln in lines if not ln.startswith("Thought: ")]
     for n, line in enumerate(tasks, start=1):
         head, call = line.split(". ", 1)
         assert int(head) == n
-        node = ast.parse(call, mode="eval").body
-        assert isinstance(node, ast.Call) and node.func.id in {*tools, "join"}
+        for ref in re.findall(r"\$(\d+)", call):
+            assert 1 <= int(ref) < n
+        node = ast.parse(re.sub(r"\$(\d+)", r"\1", call), mode="eval").body  # $N -> N
+        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        assert node.func.id in {*tools, "join"}
         if node.func.id == "join":
             assert n == len(tasks)
         for value in [*node.args, *(kw.value for kw in node.keywords)]:
-            literal = ast.literal_eval(value)
-            for ref in re.findall(r"\$(\d+)", str(literal)):
-                assert 1 <= int(ref) < n
+            assert isinstance(ast.literal_eval(value), str | int | float | list)
     assert tasks and tasks[-1].endswith("join()")
     return len(tasks)
 

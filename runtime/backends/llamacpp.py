@@ -1,0 +1,353 @@
+"""The llama.cpp backend (through cyllama) with ragloom's prefix-state cache on top.
+
+:class:`LlamaCppLLM` runs a GGUF model on the CPU behind the :class:`~ragloom.runtime.LLM`
+protocol: the chat template from the GGUF, greedy or seeded temperature/top-p sampling, stop
+strings, grammars (GBNF natively in llama.cpp; regex, JSON schema and Lark through
+:mod:`ragloom.runtime.constrained`), and log-prob scoring of continuations.
+
+Prefix reuse: the prompt is prefilled in batches of exactly ``prefix_block`` tokens on a fixed
+grid, and the sequence's KV state at the last grid point is saved (~23 KB per token for the
+135M model, ~12 KB for Qwen2.5-0.5B) in a :class:`PrefixStateCache`. A later prompt restores the
+longest saved prefix (or keeps what the live context already holds) and prefills only the
+rest; ``Completion.cached_tokens`` says how many tokens were reused. Because every batch lies
+on the same grid, a cached run computes exactly what a cold run would: the greedy output is
+identical.
+
+One context, one sequence: calls are serialised by a lock. This module does not batch
+requests (the torch engine does).
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import random
+import threading
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ragloom._lazy import require
+from ragloom.errors import ConfigError, ContextWindowError, ModelError
+from ragloom.runtime.backends._llamacpp_vocab import render_chat, special_ids, token_bytes
+from ragloom.runtime.backends._prefix_cache import PrefixStateCache, common_prefix_len
+from ragloom.runtime.constrained import TokenizerInfo, compile_grammar
+from ragloom.runtime.llm import BaseLLM, Completion, Prompt, SamplingParams, apply_stop
+from ragloom.runtime.model_files import model_name, resolve_model
+
+__all__ = ["LlamaCppConfig", "LlamaCppLLM"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LlamaCppConfig:
+    """How the llama.cpp backend runs.
+
+    Attributes:
+        n_ctx: context window in tokens (prompt plus completion).
+        n_threads: CPU threads; 0 picks half the cores this process may run on (llama.cpp's
+            own rule of thumb: its threads spin-wait, so oversubscribed cores stall them).
+        prefix_block: prefill batch size and prefix-cache granularity, in tokens.
+        prefix_cache_mb: the most memory saved prefix states may take (0 disables saving).
+    """
+
+    n_ctx: int = 4096
+    n_threads: int = 0
+    prefix_block: int = 64
+    prefix_cache_mb: float = 512.0
+
+    def __post_init__(self) -> None:
+        if self.n_ctx < 16:
+            raise ConfigError(f"n_ctx must be at least 16, got {self.n_ctx}")
+        if self.n_threads < 0:
+            raise ConfigError(f"n_threads must be >= 0, got {self.n_threads}")
+        if not 1 <= self.prefix_block <= self.n_ctx:
+            raise ConfigError(f"prefix_block must be in [1, n_ctx], got {self.prefix_block}")
+        if self.prefix_cache_mb < 0:
+            raise ConfigError(f"prefix_cache_mb must be >= 0, got {self.prefix_cache_mb}")
+
+
+@dataclass(slots=True)
+class _Stats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: Literal["stop", "length"] = "length"
+
+
+def _load_model(path: Path) -> Any:
+    cy = require("cyllama.llama.llama_cpp", "runtime")
+
+    class _Model(cy.LlamaModel):  # type: ignore[misc, name-defined]
+        # subtle: cyllama 0.2.18's get_logits reads model.n_vocab, which it never defines
+        @property
+        def n_vocab(self) -> int:
+            return int(self.get_vocab().n_vocab)
+
+    cy.disable_logging()
+    cy.ggml_backend_load_all()
+    try:
+        return _Model(str(path), cy.LlamaModelParams())
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"llama.cpp cannot load model file {str(path)!r}: {exc}") from exc
+
+
+class LlamaCppLLM(BaseLLM):
+    """A GGUF model on llama.cpp, with prefix-state reuse.
+
+    Args:
+        model: a packaged model name or alias (see ``resolve_model``) or a ``.gguf`` path.
+        config: how to run it; keyword arguments override its fields.
+
+    Raises:
+        ModelError: the model is unknown, missing, corrupt or cannot be loaded.
+        MissingDependencyError: cyllama is not installed.
+
+    >>> llm = LlamaCppLLM("smollm2")  # doctest: +SKIP
+    >>> llm.generate(["The capital of France is"], SamplingParams(max_tokens=3))[0].text
+    ' Paris.'
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "qwen2.5-coder-0.5b-instruct",
+        config: LlamaCppConfig | None = None,
+        **overrides: Any,
+    ):
+        base = config or LlamaCppConfig()
+        fields = {f: getattr(base, f) for f in LlamaCppConfig.__dataclass_fields__}
+        self.config = LlamaCppConfig(**{**fields, **overrides})
+        self.model_name = model_name(model)
+        self.path = resolve_model(model)
+        self._cy = require("cyllama.llama.llama_cpp", "runtime")
+        self._model = _load_model(self.path)
+        self._vocab = self._model.get_vocab()
+        self._ctx = self._new_context()
+        self._lock = threading.Lock()
+        block = self.config.prefix_block
+        self._cache = PrefixStateCache(int(self.config.prefix_cache_mb * 2**20), block)
+        self._live: list[int] = []  # tokens whose KV the context holds, computed on the grid
+
+    def _new_context(self) -> Any:
+        cy, cfg = self._cy, self.config
+        params = cy.LlamaContextParams()
+        params.n_ctx = cfg.n_ctx
+        params.n_batch = params.n_ubatch = max(cfg.prefix_block, 1)
+        threads = cfg.n_threads or max(1, len(os.sched_getaffinity(0)) // 2)
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        return cy.LlamaContext(self._model, params)
+
+    # tokenizer and template
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` (special tokens such as ``<|im_start|>`` are parsed)."""
+        add_bos = bool(self._vocab.get_add_bos())
+        return list(self._vocab.tokenize(text, add_special=add_bos, parse_special=True))
+
+    @cached_property
+    def _token_bytes(self) -> list[bytes]:
+        return token_bytes(self._vocab)
+
+    @cached_property
+    def tokenizer_info(self) -> TokenizerInfo:
+        """The vocabulary as :mod:`ragloom.runtime.constrained` needs it."""
+        eot = self._vocab.token_eot()
+        return TokenizerInfo(
+            vocab=self._token_bytes,
+            eos_token_id=eot if eot >= 0 else self._vocab.token_eos(),
+            special_token_ids=special_ids(self._vocab),
+            encode=lambda b: list(self._vocab.tokenize(b.decode("utf-8", "replace"), False, False)),
+        )
+
+    def render(self, prompt: Prompt) -> str:
+        """Plain text as is; chat messages through the GGUF's own chat template."""
+        template = self._model.get_default_chat_template()
+        if isinstance(prompt, str) or not template:
+            return super().render(prompt)
+        piece = self._vocab.token_to_piece
+        bos, eos = self._vocab.token_bos(), self._vocab.token_eos()
+        return render_chat(
+            template,
+            prompt,
+            bos=piece(bos, special=True) if bos >= 0 else "",
+            eos=piece(eos, special=True) if eos >= 0 else "",
+        )
+
+    # prefill with prefix reuse
+    def _decode(self, tokens: Sequence[int], pos: int) -> None:
+        self._ctx.decode(self._cy.llama_batch_get_one(list(tokens), pos))
+
+    def _prefill(self, tokens: Sequence[int]) -> int:
+        """Bring the context to ``tokens`` (logits of the last one ready); return reused count."""
+        n, cache = len(tokens), self._cache
+        grid_end = cache.aligned(n - 1)
+        reuse = cache.aligned(min(common_prefix_len(self._live, tokens), n - 1))
+        saved, state = cache.lookup(tokens, limit=n - 1)
+        if state is not None and saved > reuse:
+            self._ctx.kv_cache_clear()
+            self._ctx.set_state_seq_data(state, 0)
+            reuse = saved
+        elif reuse == 0:
+            self._ctx.kv_cache_clear()
+        self._ctx.memory_seq_rm(0, reuse, -1)
+        self._live = []
+        for pos in range(reuse, grid_end, cache.block):  # prefill on the grid
+            self._decode(tokens[pos : pos + cache.block], pos)
+        if cache.max_bytes and grid_end > reuse and not cache.covers(tokens[:grid_end]):
+            cache.store(tokens[:grid_end], self._ctx.get_state_seq_data(0))
+        if grid_end < n - 1:
+            self._decode(tokens[grid_end : n - 1], grid_end)
+        self._decode(tokens[n - 1 :], n - 1)  # the last token alone, as in a cold run
+        self._live = list(tokens[:grid_end])
+        return reuse
+
+    def _check_fits(self, n_prompt: int, max_tokens: int) -> None:
+        if n_prompt == 0:
+            raise ConfigError("the prompt is empty after tokenisation; nothing to continue")
+        if n_prompt + max_tokens > self.config.n_ctx:
+            raise ContextWindowError(
+                f"prompt of {n_prompt} tokens plus max_tokens={max_tokens} exceeds the context "
+                f"window of {self.config.n_ctx} tokens of {self.model_name!r}; shorten the "
+                "prompt, lower max_tokens or raise n_ctx"
+            )
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every saved prefix state and the live context (the next call runs cold)."""
+        with self._lock:
+            self._cache.clear()
+            self._live = []
+            self._ctx.kv_cache_clear()
+
+    # decoding
+    def _native_sampler(self, params: SamplingParams) -> Any:
+        cy = self._cy
+        sampler = cy.LlamaSampler(cy.LlamaSamplerChainParams())
+        if params.grammar is not None:  # gbnf only; other kinds go through llguidance
+            sampler.add_grammar(self._vocab, params.grammar.source, "root")
+        if params.temperature == 0:
+            sampler.add_greedy()
+            return sampler
+        sampler.add_top_p(params.top_p, 1)
+        sampler.add_temp(params.temperature)
+        seed = params.seed if params.seed is not None else random.getrandbits(31)
+        sampler.add_dist(seed)
+        return sampler
+
+    def _tokens(self, params: SamplingParams) -> Iterator[int]:
+        """Sample tokens one by one; the caller decodes each before asking for the next."""
+        grammar = params.grammar
+        if grammar is None or grammar.kind == "gbnf":
+            sampler = self._native_sampler(params)
+            while True:
+                yield int(sampler.sample(self._ctx, -1))
+        state = compile_grammar(grammar, self.tokenizer_info).new_state()
+        rng = np.random.default_rng(params.seed)
+        while True:
+            logits = state.mask_logits(np.asarray(self._ctx.get_logits(), dtype=np.float32))
+            token = _pick(logits, params, rng)
+            if not self._vocab.is_eog(token):
+                state.advance(token)
+            yield token
+
+    def _run(
+        self, prompt: Prompt, params: SamplingParams, stats: _Stats
+    ) -> Generator[str, None, None]:
+        tokens = self.tokenize(self.render(prompt))
+        self._check_fits(len(tokens), params.max_tokens)
+        stats.prompt_tokens = len(tokens)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        with self._lock:
+            stats.cached_tokens = self._prefill(tokens)
+            pos = len(tokens)
+            for token in self._tokens(params):
+                if self._vocab.is_eog(token):
+                    stats.finish_reason = "stop"
+                    break
+                stats.completion_tokens += 1
+                yield utf8.decode(self._token_bytes[token])
+                if stats.completion_tokens >= params.max_tokens:
+                    break
+                self._decode([token], pos)
+                pos += 1
+        tail = utf8.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
+        yield from self._run(prompt, params, _Stats())
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Completion]:
+        """Complete each prompt in turn; ``cached_tokens`` counts prompt tokens reused."""
+        params = params or SamplingParams()
+        return [self._complete(prompt, params) for prompt in prompts]
+
+    def _complete(self, prompt: Prompt, params: SamplingParams) -> Completion:
+        stats, text, stopped = _Stats(), "", False
+        steps = self._run(prompt, params, stats)
+        for delta in steps:
+            text += delta
+            if params.stop:
+                text, stopped = apply_stop(text, params.stop)
+                if stopped:
+                    steps.close()  # releases the context at once
+                    break
+        return Completion(
+            text=text,
+            finish_reason="stop" if stopped else stats.finish_reason,
+            prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            cached_tokens=stats.cached_tokens,
+        )
+
+    def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
+        """Sum of log-probabilities of each choice's tokens as the continuation of each prompt.
+
+        >>> llm.score(["2 + 2 ="], [" 4", " 5"])  # doctest: +SKIP
+        [[-1.2, -4.7]]
+        """
+        out = []
+        for prompt in prompts:
+            text = self.render(prompt)
+            head = self.tokenize(text)
+            out.append([self._score_one(head, self.tokenize(text + c)) for c in choices])
+        return out
+
+    def _score_one(self, head: list[int], full: list[int]) -> float:
+        shared = common_prefix_len(head, full)
+        if shared == 0:
+            raise ConfigError("score needs a non-empty prompt")
+        self._check_fits(len(full), 1)
+        total = 0.0
+        with self._lock:
+            self._prefill(full[:shared])
+            for pos in range(shared, len(full)):
+                logits = np.asarray(self._ctx.get_logits(), dtype=np.float64)
+                top = logits.max()
+                total += logits[full[pos]] - top - np.log(np.exp(logits - top).sum())
+                if pos + 1 < len(full):
+                    self._decode([full[pos]], pos)
+        return float(total)
+
+    def close(self) -> None:
+        """Free the context and the model (the object cannot be used afterwards)."""
+        with self._lock:
+            self._ctx.close()
+            self._model.close()
+
+
+def _pick(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    """Greedy, or temperature + top-p sampling, over already-masked logits."""
+    if params.temperature == 0:
+        return int(np.argmax(logits))
+    z = (logits - logits.max()) / params.temperature
+    probs = np.exp(z)
+    probs /= probs.sum()
+    order = np.argsort(-probs)
+    keep = np.cumsum(probs[order]) - probs[order] < params.top_p
+    kept = order[keep]
+    return int(rng.choice(kept, p=probs[kept] / probs[kept].sum()))
