@@ -6,17 +6,18 @@ Shared by the local executor and the Ray workers (which rebuild everything from 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ragloom._config import cache_dir
 from ragloom.errors import ConfigError
-from ragloom.evals._types import EvalSet, Example
+from ragloom.evals._types import Example, Passage
 from ragloom.evals.cache import CachedLLM, CompletionCache
 from ragloom.evals.datasets import load_dataset
 from ragloom.evals.evaluate import evaluate, metric_name
-from ragloom.evals.pipeline import CellConfig, Workspace, run_cell
+from ragloom.evals.pipeline import CellConfig, Workspace, restrict_corpus, run_cell
 from ragloom.evals.results import CellRecord, now
 
 if TYPE_CHECKING:
@@ -25,14 +26,35 @@ if TYPE_CHECKING:
 __all__ = ["load_model", "make_embedder", "make_llm", "pick_examples", "score_cell"]
 
 
-def pick_examples(config: SweepConfig) -> tuple[EvalSet, list[Example]]:
-    """The data set and ``num_questions`` answerable examples drawn with ``seed``."""
+def pick_examples(config: SweepConfig) -> tuple[list[Example], list[Passage]]:
+    """``num_questions`` answerable examples drawn with ``seed``, and the corpus to index.
+
+    With ``max_docs``, questions are taken in seeded order only while their gold passages
+    fit in the budget, and the corpus is their gold passages plus distractors (corpus order)
+    up to ``max_docs``. With ``max_doc_chars``, passages are cut to that many characters and
+    only questions whose answer spans lie inside are drawn.
+    """
     data = load_dataset(config.dataset)
-    pool = [e for e in data.examples if e.answerable]
-    if len(pool) < config.num_questions:
-        raise ConfigError(f"{config.dataset} has {len(pool)} answerable questions, "
+    limit = config.max_doc_chars
+    pool = [e for e in data.examples if e.answerable
+            and (limit is None or all(s.end <= limit for s in e.gold_spans))]
+    random.Random(config.seed).shuffle(pool)
+    chosen: list[Example] = []
+    gold: set[str] = set()
+    for ex in pool:
+        if len(chosen) == config.num_questions:
+            break
+        if config.max_docs is None or len(gold | set(ex.gold_ids)) <= config.max_docs:
+            chosen.append(ex)
+            gold |= set(ex.gold_ids)
+    if len(chosen) < config.num_questions:
+        raise ConfigError(f"{config.dataset}: only {len(chosen)} questions fit max_docs="
+                          f"{config.max_docs}, max_doc_chars={limit}; "
                           f"{config.num_questions} asked for")
-    return data, random.Random(config.seed).sample(pool, config.num_questions)
+    corpus = restrict_corpus(data, chosen, config.max_docs)
+    if limit is not None:
+        corpus = [dataclasses.replace(p, text=p.text[:limit]) for p in corpus]
+    return chosen, corpus
 
 
 def make_embedder(name: str) -> Any:

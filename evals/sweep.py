@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from ragloom.errors import ConfigError, EvalError
 from ragloom.evals._metrics_registry import CLASSIC, build_metrics
-from ragloom.evals.pipeline import CellConfig, Workspace, restrict_corpus
+from ragloom.evals.pipeline import CellConfig, Workspace
 from ragloom.evals.results import CellRecord, ResultStore
 from ragloom.evals.runner import make_embedder, make_llm, pick_examples, score_cell
 
@@ -47,7 +47,10 @@ class SweepConfig:
     Attributes:
         dataset: a name from :data:`ragloom.evals.DATASETS`.
         num_questions: questions drawn (seeded) from the data set.
-        max_docs: cut the corpus to the questions' gold passages plus distractors.
+        max_docs: index at most this many passages: the drawn questions' gold passages
+            plus distractors (questions are drawn only while their gold fits).
+        max_doc_chars: cut every passage to this many characters (for quick runs); only
+            questions whose answer spans lie inside are drawn.
         axes: CellConfig field -> values to sweep.
         base: CellConfig field -> fixed value for fields not swept.
         sample: take this many random grid points (None: the full grid).
@@ -63,6 +66,7 @@ class SweepConfig:
     dataset: str = "covid_qa"
     num_questions: int = 10
     max_docs: int | None = None
+    max_doc_chars: int | None = None
     axes: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     base: Mapping[str, Any] = field(default_factory=dict)
     sample: int | None = None
@@ -145,11 +149,11 @@ def run_cells(config: SweepConfig, cells: Sequence[CellConfig], run_dir: Path, *
     from tqdm.auto import tqdm
 
     store = ResultStore(run_dir / "results.sqlite")
-    data, examples = pick_examples(config)
+    examples, corpus = pick_examples(config)
     embedder = embedder or make_embedder(config.embedder)
     if llm is None and config.generate:
         llm = make_llm(config.model)
-    ws = Workspace(restrict_corpus(data, examples, config.max_docs), embedder,
+    ws = Workspace(corpus, embedder,
                    llm if config.generate or _needs_llm(cells) else None, shared=shared,
                    max_tokens=config.max_tokens, seed=config.seed)
     if judge is None and config.judge_model is None and llm is not None:

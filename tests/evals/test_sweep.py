@@ -61,10 +61,8 @@ def test_yaml_round_trip(tmp_path):
 @needs_data
 def test_work_is_shared_between_cells():
     config = small_config()
-    data, examples = pick_examples(config)
-    from ragloom.evals.pipeline import restrict_corpus
-
-    corpus = restrict_corpus(data, examples, config.max_docs)
+    examples, corpus = pick_examples(config)
+    assert len(corpus) == 3 and {g for e in examples for g in e.gold_ids} <= {p.id for p in corpus}
     shared = Workspace(corpus, make_embedder("hash"))
     naive = Workspace(corpus, make_embedder("hash"), shared=False)
     for cell in config.cells():
@@ -80,10 +78,10 @@ def test_generations_are_cached_by_prompt_and_params(tmp_path):
     from ragloom.evals.cache import CachedLLM, CompletionCache
 
     config = small_config()
-    data, examples = pick_examples(config)
+    examples, corpus = pick_examples(config)
     fake = FakeLLM(lambda prompt: "An answer.")
     llm = CachedLLM(fake, CompletionCache(tmp_path / "gen.sqlite"))
-    ws = Workspace(data.corpus[:3], make_embedder("hash"), llm)
+    ws = Workspace(corpus, make_embedder("hash"), llm)
     cell = CellConfig(chunker="chars", chunk_size=400, chunk_overlap=40)
     first = run_cell(ws, cell, examples)
     assert [p.answer for p in first.predictions] == ["An answer."] * 4 and llm.num_calls == 4
