@@ -1,0 +1,166 @@
+"""``ragloom demo``: index a real corpus, then answer a multi-hop question with the planner agent.
+
+The corpus is HotpotQA's paragraph corpus when the shared data folder is present
+(``data_dir()/"hipporag_hotpotqa_musique_train100"``); on a fresh clone without it, the
+documentation strings of Python standard-library modules, written to a temporary folder — a
+real corpus that is always available offline. The agent runs on the embedded model
+(``load_llm()``), and the console shows the plan as it streams, each task's start and end, and
+the answer with its sources.
+
+This module wires existing parts together; it defines no retrieval or planning logic.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragloom._config import data_dir
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ragloom.agent import AgentEvent
+
+__all__ = ["DemoCorpus", "demo_corpus", "run_demo", "stdlib_corpus"]
+
+STDLIB_MODULES = (
+    "json", "csv", "pickle", "heapq", "bisect", "functools", "itertools", "collections",
+    "pathlib", "shutil", "tempfile", "textwrap", "statistics", "fractions", "decimal",
+    "datetime", "calendar", "zipfile", "gzip", "hashlib", "secrets", "uuid", "base64",
+    "difflib", "string", "struct", "queue", "sched", "contextlib", "dataclasses",
+)  # fmt: skip
+
+HOTPOT_QUESTION = "Which band was formed first, The Exies or Circus Diablo?"
+STDLIB_QUESTION = (
+    "Which module compresses files in the gzip format, and which one computes the median of data?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoCorpus:
+    """A folder of text files to index, what it is, and a multi-hop question about it."""
+
+    folder: Path
+    name: str
+    question: str
+
+
+def stdlib_corpus(folder: Path, modules: tuple[str, ...] = STDLIB_MODULES) -> Path:
+    """Write each module's docstring and its public members' docstrings to ``<module>.txt``.
+
+    >>> import tempfile
+    >>> p = stdlib_corpus(Path(tempfile.mkdtemp()), ("json",))
+    >>> (p / "json.txt").read_text().startswith("Module json")
+    True
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in modules:
+        module = importlib.import_module(name)
+        parts = [f"Module {name}: {inspect.getdoc(module) or ''}"]
+        for attr in sorted(getattr(module, "__all__", None) or dir(module)):
+            member = getattr(module, attr, None)
+            doc = inspect.getdoc(member) if not attr.startswith("_") else None
+            if doc and (inspect.isfunction(member) or inspect.isclass(member)):
+                parts.append(f"{name}.{attr}: {doc}")
+        (folder / f"{name}.txt").write_text("\n\n".join(parts), encoding="utf-8")
+    return folder
+
+
+def hotpot_corpus(folder: Path, source: Path) -> Path:
+    """Write HotpotQA's paragraph corpus ({title: sentences}) as one text file per title."""
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = json.loads((source / "hotpotqa_train_corpus.json").read_text(encoding="utf-8"))
+    for number, (title, sentences) in enumerate(corpus.items()):
+        text = f"{title}: {''.join(sentences)}"
+        (folder / f"p{number:04d}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+def demo_corpus(workdir: Path) -> DemoCorpus:
+    """HotpotQA's corpus when the data folder has it, else the standard library's docstrings."""
+    hotpot = data_dir() / "hipporag_hotpotqa_musique_train100"
+    if (hotpot / "hotpotqa_train_corpus.json").exists():
+        folder = hotpot_corpus(workdir / "hotpotqa", hotpot)
+        return DemoCorpus(folder, "HotpotQA paragraphs (994)", HOTPOT_QUESTION)
+    folder = stdlib_corpus(workdir / "stdlib")
+    return DemoCorpus(
+        folder,
+        f"Python standard-library docstrings ({len(STDLIB_MODULES)} modules)",
+        STDLIB_QUESTION,
+    )
+
+
+def search_tool(retriever: Any, k: int = 3) -> Any:
+    """A ``search(query)`` tool over a retriever, for the planner."""
+    from ragloom.tools import Tool
+
+    def search(query: str) -> list[Any]:
+        """Search the indexed documents; returns the best matching passages."""
+        return list(retriever.retrieve(query, k=k))
+
+    return Tool.from_function(search, name="search", timeout=60)
+
+
+def print_event(console: Console, event: AgentEvent, t0: float) -> None:
+    """Show one streamed event: plan tokens inline, task starts/ends as a timeline."""
+    at = f"[dim]{time.perf_counter() - t0:6.2f}s[/dim]"
+    if event.kind == "token":
+        console.print(event.data, end="", style="cyan", markup=False, highlight=False)
+    elif event.kind in ("started", "finished"):
+        data = event.data
+        mark = "▶" if event.kind == "started" else "■"
+        extra = ""
+        if event.kind == "finished" and data.observation is not None:
+            obs = data.observation
+            extra = " ok" if obs.ok else f" [red]{obs.error}[/red]"
+        console.print(f"\n{at} {mark} task {data.task_id} {data.tool}{extra}", highlight=False)
+    elif event.kind == "plan_error":
+        console.print(f"\n{at} [yellow]plan stopped: {event.data}[/yellow]")
+    elif event.kind == "replan":
+        console.print(f"\n{at} [yellow]replan: {event.data.reason}[/yellow]")
+
+
+def run_demo(
+    console: Console, *, model: str | None = None, question: str | None = None, workdir: Path
+) -> Any:
+    """Index the demo corpus and answer the question with streaming output; returns the result."""
+    import asyncio
+
+    from ragloom.agent import Agent
+    from ragloom.retrievers import build_index
+    from ragloom.runtime import load_llm
+
+    corpus = demo_corpus(workdir)
+    t0 = time.perf_counter()
+    console.rule(f"[bold]1. Index: {corpus.name}")
+    index = build_index(corpus.folder, store="faiss", chunker="sentences:600")
+    console.print(f"indexed in {time.perf_counter() - t0:.1f}s")
+    console.rule("[bold]2. Load the embedded model")
+    llm = load_llm(model) if model else load_llm()
+    console.print(f"model: {llm.model_name}")
+    agent = Agent(llm, [search_tool(index.retriever)], max_replans=1)
+    ask = question or corpus.question
+    console.rule("[bold]3. Plan (streamed) and task timeline")
+    console.print(f"[bold]Question:[/bold] {ask}\n")
+    return asyncio.run(_stream(console, agent, ask))
+
+
+async def _stream(console: Console, agent: Any, question: str) -> Any:
+    t0 = time.perf_counter()
+    result = None
+    async for event in agent.astream(question):
+        print_event(console, event, t0)
+        if event.kind == "result":
+            result = event.data
+    assert result is not None, "the agent ended without a result"
+    console.rule("[bold]4. Answer")
+    console.print(f"[bold green]{result.answer}[/bold green]")
+    console.print("[bold]Sources:[/bold] " + (", ".join(result.sources) or "(none)"))
+    console.print(f"[dim]total {time.perf_counter() - t0:.1f}s[/dim]")
+    return result
