@@ -31,12 +31,22 @@ _LAZY: dict[str, str] = {
     "Agent": "ragloom.agent",
     "AgentEvent": "ragloom.agent",
     "AgentResult": "ragloom.agent",
+    "END_OF_PLAN": "ragloom.plan_parser",
     "Finish": "ragloom.agent",
     "Joiner": "ragloom.agent",
+    "Plan": "ragloom.plan",
     "PlanRound": "ragloom.agent",
     "Planner": "ragloom.agent",
     "Replan": "ragloom.agent",
+    "StreamingPlanParser": "ragloom.plan_parser",
+    "Task": "ragloom.plan",
+    "Tool": "ragloom.tools",
+    "ToolRegistry": "ragloom.tools",
+    "find_refs": "ragloom.plan",
     "next_task_id": "ragloom.agent",
+    "parse_plan": "ragloom.plan_parser",
+    "resolve_args": "ragloom.plan",
+    "tool": "ragloom.tools",
 }
 
 __all__ = sorted(
