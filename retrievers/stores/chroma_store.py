@@ -26,7 +26,7 @@ from typing import Any, Self
 import numpy as np
 
 from ragloom._lazy import require
-from ragloom.errors import ConfigError, IndexCorruptError
+from ragloom.errors import ConfigError, IndexCorruptError, RetrievalError
 from ragloom.retrievers._types import Chunk, Embedder, Hit, Metadata
 from ragloom.retrievers.base import ArrayLike, VectorStore, as_matrix, check_batch, validate_where
 from ragloom.retrievers.stores._snapshot import CURRENT, read_snapshot, write_snapshot
@@ -95,15 +95,21 @@ def rebuild_embedder(config: dict[str, Any]) -> Embedder:
             f"cannot rebuild embedder {config.get('class')!r} from the collection's config: "
             "only ragloom classes are rebuilt; pass embedder= to open this collection"
         )
-    cls: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        cls = getattr(cls, part)
-    settings = dict(config.get("config") or {})
-    embedder = cls.from_config(settings) if hasattr(cls, "from_config") else cls(**settings)
-    if embedder.dim != config.get("dim"):
+    try:
+        cls: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        settings = dict(config.get("config") or {})
+        embedder = cls.from_config(settings) if hasattr(cls, "from_config") else cls(**settings)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
         raise ConfigError(
-            f"rebuilt embedder {qualname} gives {embedder.dim} dims, the collection "
-            f"{config.get('dim')}; pass embedder= explicitly"
+            f"cannot rebuild embedder {qualname} ({exc}); pass embedder= to open this collection"
+        ) from exc
+    expected = (config.get("model_name"), config.get("dim"))
+    if (embedder.model_name, embedder.dim) != expected:
+        raise ConfigError(
+            f"rebuilt embedder is {embedder.model_name!r} ({embedder.dim} dims), the collection "
+            f"was built with {expected[0]!r} ({expected[1]} dims); pass embedder= explicitly"
         )
     return embedder  # type: ignore[no-any-return]
 
@@ -170,7 +176,8 @@ class ChromaStore(VectorStore):
     ) -> None:
         """Add rows; raises ConfigError on duplicate ids or a wrong embedding dimension."""
         matrix = as_matrix(embeddings, self.dim)
-        stored = set(self._collection.get(ids=list(ids), include=[])["ids"]) if len(ids) else set()
+        unique = [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
+        stored = set(self._collection.get(ids=unique, include=[])["ids"]) if unique else set()
         metas, docs = check_batch(ids, len(matrix), metadatas, documents, stored)
         step = self._client.get_max_batch_size()
         for start in range(0, len(ids), step):
@@ -221,11 +228,26 @@ class ChromaStore(VectorStore):
 
     @classmethod
     def load(
-        cls, path: str | Path, *, embedder: Embedder | None = None, collection: str = "ragloom"
+        cls, path: str | Path, *, embedder: Embedder | None = None, collection: str | None = None
     ) -> Self:
-        """Open a database or snapshot folder; the embedder is rebuilt when not given."""
-        if not Path(path).exists():
-            raise ConfigError(f"no Chroma database at {path}")
+        """Open a database or snapshot folder; the embedder is rebuilt when not given.
+
+        Args:
+            path: a folder written by :meth:`save`, or a Chroma database folder.
+            embedder: optional; by default rebuilt from the collection's config.
+            collection: optional when the database holds exactly one collection.
+
+        Raises:
+            RetrievalError: nothing is saved at ``path``.
+            IndexCorruptError: the snapshot pointer or the SQLite file is damaged.
+        """
+        path = Path(path)
+        if not (path / CURRENT).exists() and not (path / _SQLITE).exists():
+            if path.is_dir() and any(path.iterdir()):
+                raise IndexCorruptError(f"{path / CURRENT} and {path / _SQLITE} are missing")
+            raise RetrievalError(f"no saved index at {path}")
+        if collection is None:
+            collection = _only_collection(path)
         return cls(path, collection, embedder=embedder)
 
     def close(self) -> None:
@@ -287,8 +309,22 @@ def _check_sqlite(path: Path) -> None:
         raise IndexCorruptError(f"{path} failed SQLite's integrity check: {verdict}")
 
 
+def _only_collection(path: Path) -> str:
+    client = _open_client(path)
+    try:
+        names = [c.name for c in client.list_collections()]
+    finally:
+        client.close()
+    if len(names) != 1:
+        raise ConfigError(f"{path} holds collections {names}: pass collection= to choose one")
+    return str(names[0])
+
+
 def _persisted_embedder(collection: Any) -> Embedder | None:
-    ef = (collection.configuration or {}).get("embedding_function")
+    try:
+        ef = (collection.configuration or {}).get("embedding_function")
+    except (ConfigError, ValueError):
+        return None  # subtle: query() with vectors still works; query_texts() says what to do
     return ef.embedder if isinstance(ef, RagloomEmbeddingFunction) else None
 
 

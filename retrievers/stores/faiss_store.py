@@ -220,11 +220,12 @@ class FaissStore(VectorStore):
         records_path = folder / "records.json"
         try:
             state = json.loads(records_path.read_text())
-            store = cls(**state["spec"], embedder=embedder)
-            store._records = {int(r[0]): (r[1], r[2], r[3]) for r in state["records"]}
-            store._next_label, store._trained = int(state["next_label"]), bool(state["trained"])
+            spec, next_label, trained = dict(state["spec"]), state["next_label"], state["trained"]
+            records = {int(r[0]): (str(r[1]), str(r[2]), dict(r[3])) for r in state["records"]}
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise IndexCorruptError(f"{records_path} is unreadable: {exc!r}") from exc
+        store = cls(**spec, embedder=embedder)
+        store._records, store._next_label, store._trained = records, int(next_label), bool(trained)
         store._labels = {row_id: label for label, (row_id, _, _) in store._records.items()}
         store._index = store._read_index(folder / "index.faiss")
         return store
