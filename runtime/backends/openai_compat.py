@@ -1,0 +1,130 @@
+"""Any OpenAI-compatible endpoint as a ragloom LLM: vLLM's server, Ollama, hosted APIs, or
+``ragloom serve``.
+
+:class:`OpenAILLM` talks through the official ``openai`` client: chat messages go to
+``/v1/chat/completions``, plain text to ``/v1/completions`` (or to chat as one user message
+with ``chat_only=True``, for servers without the legacy route). Streaming, stop strings, seed,
+and usage (including ``cached_tokens`` when the server reports it) are passed through.
+Grammars map to ``response_format`` (JSON schema) or vLLM's ``guided_regex`` /
+``guided_grammar`` fields; servers that ignore those do not constrain the output.
+
+This module does not retry beyond the client's own retries, and it cannot score
+continuations (the chat API has no prompt log-probs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+from ragloom._lazy import require
+from ragloom.runtime.llm import BaseLLM, Completion, Grammar, Prompt, SamplingParams
+
+__all__ = ["OpenAILLM"]
+
+
+def _grammar_fields(grammar: Grammar | None) -> dict[str, Any]:
+    if grammar is None:
+        return {}
+    if grammar.kind == "json_schema":
+        schema = {"name": "output", "schema": json.loads(grammar.source)}
+        return {"extra_body": {"response_format": {"type": "json_schema", "json_schema": schema}}}
+    if grammar.kind == "regex":
+        return {"extra_body": {"guided_regex": grammar.source}}
+    return {"extra_body": {"guided_grammar": grammar.source}}
+
+
+class OpenAILLM(BaseLLM):
+    """A model behind an OpenAI-compatible HTTP API.
+
+    Args:
+        model: the model name the server knows.
+        base_url: e.g. ``http://127.0.0.1:8000/v1``; defaults to ``OPENAI_BASE_URL`` or
+            OpenAI's own API.
+        api_key: defaults to ``OPENAI_API_KEY``, else a placeholder (local servers ignore it).
+        chat_only: send plain-text prompts to the chat route as one user message.
+        timeout: seconds per request.
+        max_retries: the client's retries on connection errors and 5xx.
+        http_client: an ``httpx.Client`` to send requests through (tests inject one).
+
+    >>> llm = OpenAILLM("qwen2.5-coder-0.5b-instruct", base_url="http://127.0.0.1:8000/v1")
+    >>> llm.generate([[{"role": "user", "content": "hi"}]])[0].text  # doctest: +SKIP
+    'Hello! How can I help?'
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        chat_only: bool = False,
+        timeout: float = 120.0,
+        max_retries: int = 2,
+        http_client: Any = None,
+    ):
+        openai = require("openai", "runtime")
+        self.model_name = model
+        self.chat_only = chat_only
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=http_client,
+        )
+
+    def _request(self, prompt: Prompt, params: SamplingParams) -> tuple[bool, dict[str, Any]]:
+        """Whether to use the chat route, and the keyword arguments of the call."""
+        fields: dict[str, Any] = {
+            "model": self.model_name,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            **_grammar_fields(params.grammar),
+        }
+        if params.seed is not None:
+            fields["seed"] = params.seed
+        if params.stop:
+            fields["stop"] = list(params.stop)
+        if isinstance(prompt, str) and not self.chat_only:
+            return False, fields | {"prompt": prompt}
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return True, fields | {"messages": [dict(m) for m in messages]}
+
+    def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
+        chat, fields = self._request(prompt, params)
+        api = self._client.chat.completions if chat else self._client.completions
+        for chunk in api.create(stream=True, **fields):
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            piece = choice.delta.content if chat else choice.text
+            if piece:
+                yield piece
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Completion]:
+        """One request per prompt, with the server's token usage."""
+        params = params or SamplingParams()
+        return [self._complete(prompt, params) for prompt in prompts]
+
+    def _complete(self, prompt: Prompt, params: SamplingParams) -> Completion:
+        chat, fields = self._request(prompt, params)
+        api = self._client.chat.completions if chat else self._client.completions
+        response = api.create(**fields)
+        choice = response.choices[0]
+        text = (choice.message.content or "") if chat else choice.text
+        reason: Literal["stop", "length"] = "length" if choice.finish_reason == "length" else "stop"
+        usage = response.usage
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        return Completion(
+            text=text,
+            finish_reason=reason,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cached_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+        )

@@ -1,0 +1,99 @@
+"""LangChain adapters both ways, with FakeLLM and langchain_core's fake chat models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from langchain_core.language_models.fake_chat_models import (
+    FakeListChatModel,
+    GenericFakeChatModel,
+)
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.tools import tool
+
+from ragloom.runtime.langchain import LangChainLLM, RagloomChatModel, parse_tool_calls
+from ragloom.runtime.llm import LLM, FakeLLM, SamplingParams
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def call(name, **arguments):
+    return json.dumps({"tool_calls": [{"name": name, "arguments": arguments}]})
+
+
+def test_chat_model_plain_reply_and_roles():
+    fake = FakeLLM(["Paris."])
+    model = RagloomChatModel(llm=fake)
+    reply = model.invoke([SystemMessage("Be brief."), HumanMessage("Capital of France?")])
+    assert reply.content == "Paris." and not reply.tool_calls
+    assert "<|system|>\nBe brief." in fake.prompts[0] and "Capital of France?" in fake.prompts[0]
+    assert "".join(c.content for c in model.stream("hi")) == "Paris."
+
+
+def test_bind_tools_parses_calls_and_describes_tools():
+    fake = FakeLLM([call("add", a=2, b=3)])
+    reply = RagloomChatModel(llm=fake).bind_tools([add]).invoke("What is 2 + 3?")
+    assert reply.tool_calls[0]["name"] == "add" and reply.tool_calls[0]["args"] == {"a": 2, "b": 3}
+    assert "- add: Add two integers." in fake.prompts[0] and '"tool_calls"' in fake.prompts[0]
+
+
+def test_forced_tool_choice_sends_a_json_grammar():
+    seen = []
+
+    class Spy(FakeLLM):
+        def _stream(self, prompt, params):
+            seen.append(params.grammar)
+            yield call("add", a=1, b=1)
+
+    RagloomChatModel(llm=Spy()).bind_tools([add], tool_choice="add").invoke("1+1")
+    schema = json.loads(seen[0].source)
+    assert seen[0].kind == "json_schema" and schema["required"] == ["tool_calls"]
+
+
+def test_parse_tool_calls_ignores_unknown_and_garbage():
+    assert parse_tool_calls("no json here", ["add"]) == []
+    assert parse_tool_calls(call("rm_rf", path="/"), ["add"]) == []
+    assert parse_tool_calls('prefix {"name": "add", "arguments": {"a": 1}} suffix', ["add"])
+
+
+async def test_prebuilt_agent_runs_on_a_ragloom_llm():
+    from langchain.agents import create_agent
+
+    fake = FakeLLM([call("add", a=20, b=22), "The answer is 42."])
+    agent = create_agent(RagloomChatModel(llm=fake), tools=[add])
+    state = await agent.ainvoke({"messages": [HumanMessage("What is 20 + 22?")]})
+    messages = state["messages"]
+    assert messages[-1].content == "The answer is 42."
+    assert any(getattr(m, "content", None) == "42" for m in messages)  # the tool really ran
+    assert "Result of add: 42" in fake.prompts[1]
+
+
+def test_langchain_llm_drives_ragloom():
+    llm = LangChainLLM(FakeListChatModel(responses=['1. search("x")\n2. join()<END_OF_PLAN>']))
+    assert isinstance(llm, LLM)
+    done = llm.generate(
+        [[{"role": "system", "content": "plan"}, {"role": "user", "content": "q"}]],
+        SamplingParams(stop=("<END_OF_PLAN>",)),
+    )[0]
+    assert done.text == '1. search("x")\n2. join()' and done.finish_reason == "stop"
+
+
+async def test_langchain_llm_streams_and_gathers():
+    chat = GenericFakeChatModel(messages=iter([AIMessage("hello world"), AIMessage("again")]))
+    llm = LangChainLLM(chat, model_name="generic")
+    assert "".join(llm.stream("hi")) == "hello world"
+    [done] = await llm.agenerate(["hi"])
+    assert done.text == "again" and llm.model_name == "generic"
+
+
+def test_langchain_llm_warns_on_grammar():
+    from ragloom.runtime.constrained import json_grammar
+
+    llm = LangChainLLM(FakeListChatModel(responses=["{}"]))
+    with pytest.warns(UserWarning, match="not enforced"):
+        llm.generate(["x"], SamplingParams(grammar=json_grammar({"type": "object"})))

@@ -1,0 +1,103 @@
+"""OpenAILLM against ragloom's own server: in-process, and over a real socket on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ragloom.runtime.backends.openai_compat import OpenAILLM
+from ragloom.runtime.constrained import json_grammar
+from ragloom.runtime.llm import LLM, FakeLLM, Grammar, SamplingParams
+from ragloom.runtime.server import create_app
+
+
+def reply(prompt):
+    return "echo: " + prompt.splitlines()[-2] if "\n" in prompt else "plain: " + prompt
+
+
+@pytest.fixture
+def fake():
+    return FakeLLM(reply)
+
+
+@pytest.fixture
+def llm(fake):
+    client = TestClient(create_app(fake))
+    return OpenAILLM("fake", base_url="http://testserver/v1", http_client=client)
+
+
+def test_is_an_llm(llm):
+    assert isinstance(llm, LLM) and llm.model_name == "fake"
+
+
+def test_chat_and_completions_routes(llm, fake):
+    [chat, plain] = llm.generate(
+        [[{"role": "user", "content": "hello there"}], "once upon"], SamplingParams(max_tokens=8)
+    )
+    assert chat.text == "echo: hello there" and chat.finish_reason == "stop"
+    assert plain.text == "plain: once upon"
+    assert chat.completion_tokens == 3  # FakeLLM streams word by word
+
+
+def test_streaming_and_stop(llm):
+    params = SamplingParams(max_tokens=16, stop=("there",))
+    pieces = list(llm.stream([{"role": "user", "content": "hello there"}], params))
+    assert "".join(pieces) == "echo: hello " and len(pieces) >= 2
+
+
+async def test_async_twins(llm):
+    [done] = await llm.agenerate(["abc"])
+    assert done.text == "plain: abc"
+    assert "".join([p async for p in llm.astream("abc")]) == "plain: abc"
+
+
+def test_chat_only_sends_text_as_a_user_message(fake):
+    client = TestClient(create_app(fake))
+    llm = OpenAILLM("fake", base_url="http://testserver/v1", http_client=client, chat_only=True)
+    assert llm.generate(["question"])[0].text == "echo: question"
+
+
+def test_grammar_mapping():
+    seen = []
+
+    class Spy(FakeLLM):
+        def _stream(self, prompt, params):
+            seen.append(params.grammar)
+            yield "{}"
+
+    client = TestClient(create_app(Spy()))
+    llm = OpenAILLM("spy", base_url="http://testserver/v1", http_client=client)
+    for grammar in (json_grammar({"type": "object"}), Grammar(kind="regex", source="a+")):
+        llm.generate(["x"], SamplingParams(grammar=grammar))
+    assert [g.kind for g in seen] == ["json_schema", "regex"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_over_a_real_socket(fake):
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(fake), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        llm = OpenAILLM("fake", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+        assert llm.generate(["ping"])[0].text == "plain: ping"
+        assert "".join(llm.stream([{"role": "user", "content": "hi"}])) == "echo: hi"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
