@@ -21,7 +21,16 @@ from ragloom.runtime.llm import (
 )
 
 # public name -> module that defines it (imported on first use).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "LangChainLLM": "ragloom.runtime.langchain",
+    "LlamaCppLLM": "ragloom.runtime.backends.llamacpp",
+    "OpenAILLM": "ragloom.runtime.backends.openai_compat",
+    "RagloomChatModel": "ragloom.runtime.langchain",
+    "compile_grammar": "ragloom.runtime.constrained",
+    "load_llm": "ragloom.runtime.factory",
+    "plan_grammar": "ragloom.runtime.constrained",
+    "resolve_model": "ragloom.runtime.model_files",
+}
 
 __all__ = sorted(
     [
