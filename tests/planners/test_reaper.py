@@ -1,0 +1,110 @@
+"""REAPER: one planning call, dependent retrieval steps, cited answers, failures reported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import pytest
+
+from ragloom.errors import ConfigError
+from ragloom.planners.reaper import Reaper, source_report
+from ragloom.retrievers._types import Chunk, Hit
+from ragloom.runtime import FakeLLM
+from ragloom.tools import Tool
+
+
+@dataclass
+class Source:
+    """A RetrievalSource-shaped source over a fixed answer table (name, description, examples)."""
+
+    name: str
+    description: str
+    table: dict[str, list[tuple[str, str]]]
+    examples: list[str] = field(default_factory=list)
+    broken: bool = False
+    queries: list[str] = field(default_factory=list)
+
+    def search(self, query: str) -> list[Hit]:
+        self.queries.append(query)
+        if self.broken:
+            raise ConnectionError(f"{self.name} is down")
+        found = next((rows for key, rows in self.table.items() if key in query.lower()), [])
+        return [Hit(Chunk(cid, text), 1.0 - i / 10, i) for i, (cid, text) in enumerate(found)]
+
+    def as_tool(self) -> Tool:
+        def search(query: str) -> list[Hit]:
+            return self.search(query)
+
+        return Tool.from_function(search, name=self.name, description=self.description)
+
+
+def sources() -> list[Source]:
+    return [
+        Source(
+            "orders",
+            "customer orders by customer name or order number",
+            {"ada": [("orders.csv#7", "Order 7 by Ada: product Lumo desk lamp, shipped")]},
+            examples=[
+                'Question: what did Bo order?\n1. orders("orders of customer Bo")\n'
+                "2. join()<END_OF_PLAN>"
+            ],
+        ),
+        Source(
+            "products",
+            "product manuals and specifications",
+            {"lumo": [("lumo.md#2", "The Lumo desk lamp is dimmable in 5 steps.")]},
+        ),
+        Source("reviews", "customer reviews of products", {}, broken=True),
+        Source("faq", "frequently asked questions about shipping", {}),
+    ]
+
+
+PLAN = (
+    "Thought: find the order first, then the product it names\n"
+    '1. orders("orders of customer Ada")\n'
+    '2. products("manual of the product in $1")\n'
+    '3. reviews("Lumo lamp reviews")\n'
+    '4. faq("dimmer shipping")\n'
+    "5. join()<END_OF_PLAN>"
+)
+
+
+def test_one_plan_call_dependent_steps_citations_and_reported_failures() -> None:
+    srcs = sources()
+    llm = FakeLLM([PLAN, "Yes, the lamp Ada ordered is dimmable [lumo.md#2]."])
+    result = Reaper(llm, srcs).invoke("Is the lamp I ordered dimmable? I am Ada.")
+    assert len(llm.prompts) == 2, "one planning call and one answering call"
+    plan_prompt, answer_prompt = llm.prompts
+    assert "orders" in plan_prompt and "customer reviews" in plan_prompt
+    assert "orders of customer Bo" in plan_prompt  # a source's own examples reach the prompt
+    # step 2 ran with step 1's result inside its query
+    assert "Lumo desk lamp" in srcs[1].queries[0]
+    assert "[lumo.md#2] The Lumo desk lamp is dimmable" in answer_prompt
+    assert "reviews" in answer_prompt and "is down" in answer_prompt  # the model is told
+    assert result.answer.startswith("Yes, the lamp Ada ordered is dimmable [lumo.md#2].")
+    assert "source 'reviews' failed" in result.answer  # reported, not hidden
+    assert "source 'faq' found nothing" in result.answer
+    assert result.sources == ["lumo.md#2"]
+    assert sorted(result.observations) == [1, 2, 3, 4]
+
+
+def test_failures_the_answer_already_mentions_are_not_repeated() -> None:
+    llm = FakeLLM([PLAN, "Dimmable [lumo.md#2]; reviews and faq had nothing usable."])
+    result = Reaper(llm, sources()).invoke("Is the lamp I ordered dimmable? I am Ada.")
+    assert "Note:" not in result.answer
+
+
+def test_source_report_lists_failed_and_empty_steps_only() -> None:
+    from ragloom.tfu import Observation
+
+    ok = Observation(task_id=1, tool="a", args={}, value=[1], error=None, ok=True)
+    empty = Observation(task_id=2, tool="b", args={"query": "q"}, value=[], error=None, ok=True)
+    failed = Observation(task_id=3, tool="c", args={}, value=None, error="boom", ok=False)
+    assert source_report([ok, empty, failed]) == [
+        "source 'b' found nothing for {'query': 'q'} (step 2)",
+        "source 'c' failed (step 3): boom",
+    ]
+
+
+def test_sources_need_unique_names() -> None:
+    with pytest.raises(ConfigError, match="unique"):
+        Reaper(FakeLLM(), [sources()[0], sources()[0]])
