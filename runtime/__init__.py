@@ -22,12 +22,24 @@ from ragloom.runtime.llm import (
 
 # public name -> module that defines it (imported on first use).
 _LAZY: dict[str, str] = {
+    "Backend": "ragloom.runtime.factory",
+    "Constraint": "ragloom.runtime.constrained",
+    "ConstraintState": "ragloom.runtime.constrained",
     "LangChainLLM": "ragloom.runtime.langchain",
     "LlamaCppLLM": "ragloom.runtime.backends.llamacpp",
+    "MODELS": "ragloom.runtime.model_files",
+    "ModelInfo": "ragloom.runtime.model_files",
     "OpenAILLM": "ragloom.runtime.backends.openai_compat",
     "RagloomChatModel": "ragloom.runtime.langchain",
+    "TokenizerInfo": "ragloom.runtime.constrained",
     "compile_grammar": "ragloom.runtime.constrained",
+    "create_app": "ragloom.runtime.server",
+    "json_grammar": "ragloom.runtime.constrained",
+    "list_models": "ragloom.runtime.model_files",
     "load_llm": "ragloom.runtime.factory",
+    "model_name": "ragloom.runtime.model_files",
+    "parse_tool_calls": "ragloom.runtime.langchain",
+    "pick_backend": "ragloom.runtime.factory",
     "plan_grammar": "ragloom.runtime.constrained",
     "resolve_model": "ragloom.runtime.model_files",
 }
