@@ -3,8 +3,9 @@
 Routes: ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/completions``, with
 server-sent-event streaming (``"stream": true``). Sampling fields map onto
 :class:`~ragloom.runtime.llm.SamplingParams`; constrained decoding is asked for with OpenAI's
-``response_format`` (``json_object`` / ``json_schema``) or vLLM's ``guided_regex``,
-``guided_json`` and ``guided_grammar`` (Lark or GBNF) extension fields. Bad requests get
+``response_format`` (``json_object`` / ``json_schema``) or vLLM's ``structured_outputs``
+(``json``/``regex``/``grammar``) and older ``guided_regex``, ``guided_json`` and
+``guided_grammar`` (Lark or GBNF) extension fields. Bad requests get
 OpenAI-style error bodies (``{"error": {"message", "type", "code"}}``) with status 400.
 
 This module builds the app (:func:`create_app`); it does not pick or load a model
@@ -43,6 +44,7 @@ class _Sampling(BaseModel):
     guided_regex: str | None = None
     guided_json: dict[str, Any] | str | None = None
     guided_grammar: str | None = None
+    structured_outputs: dict[str, Any] | None = None
 
 
 class CompletionRequest(_Sampling):
@@ -58,7 +60,14 @@ class ChatRequest(_Sampling):
 
 
 def _grammar(req: _Sampling) -> Grammar | None:
-    fmt = req.response_format or {}
+    fmt, structured = req.response_format or {}, req.structured_outputs or {}
+    req = req.model_copy(
+        update={
+            "guided_json": structured.get("json", req.guided_json),
+            "guided_regex": structured.get("regex", req.guided_regex),
+            "guided_grammar": structured.get("grammar", req.guided_grammar),
+        }
+    )
     if fmt.get("type") == "json_schema":
         return json_grammar(fmt.get("json_schema", {}).get("schema", {}))
     if fmt.get("type") == "json_object":

@@ -5,8 +5,9 @@
 ``/v1/chat/completions``, plain text to ``/v1/completions`` (or to chat as one user message
 with ``chat_only=True``, for servers without the legacy route). Streaming, stop strings, seed,
 and usage (including ``cached_tokens`` when the server reports it) are passed through.
-Grammars map to ``response_format`` (JSON schema) or vLLM's ``guided_regex`` /
-``guided_grammar`` fields; servers that ignore those do not constrain the output.
+Grammars map to ``response_format`` (JSON schema) or vLLM's ``structured_outputs``
+(and the older ``guided_regex`` / ``guided_grammar``) fields; servers that ignore those do not
+constrain the output.
 
 This module does not retry beyond the client's own retries, and it cannot score
 continuations (the chat API has no prompt log-probs).
@@ -26,14 +27,19 @@ __all__ = ["OpenAILLM"]
 
 
 def _grammar_fields(grammar: Grammar | None) -> dict[str, Any]:
+    """Request fields asking the server for ``grammar``.
+
+    vLLM >= 0.12 reads ``structured_outputs``; older vLLM read ``guided_*``; both ignore the
+    other's fields, so both are sent.
+    """
     if grammar is None:
         return {}
     if grammar.kind == "json_schema":
         schema = {"name": "output", "schema": json.loads(grammar.source)}
         return {"extra_body": {"response_format": {"type": "json_schema", "json_schema": schema}}}
-    if grammar.kind == "regex":
-        return {"extra_body": {"guided_regex": grammar.source}}
-    return {"extra_body": {"guided_grammar": grammar.source}}
+    key = "regex" if grammar.kind == "regex" else "grammar"
+    body = {"structured_outputs": {key: grammar.source}, f"guided_{key}": grammar.source}
+    return {"extra_body": body}
 
 
 class OpenAILLM(BaseLLM):
