@@ -29,8 +29,13 @@ __all__ = ["REACT_SYSTEM", "ReactAgent"]
 
 REACT_SYSTEM = (
     "You answer questions using the tools. Think about what you still need, call one tool at "
-    "a time, read its result, and when you know the answer reply with the answer only."
+    "a time, read its result, and when you know the answer reply with the answer only. "
+    "Never repeat a call you already made."
 )
+_CALL_EXAMPLE = (
+    'A tool call looks like: {{"tool_calls": [{{"name": "{name}", "arguments": {args}}}]}}'
+)
+
 
 _CALLS: ContextVar[list[Observation] | None] = ContextVar("ragloom_react_calls", default=None)
 
@@ -41,7 +46,8 @@ class ReactAgent:
     Args:
         llm: a ragloom LLM (wrapped in ``RagloomChatModel``) or a LangChain chat model.
         tools: functions, ragloom tools, or a ``ToolRegistry``.
-        system_prompt: the agent's instructions.
+        system_prompt: the agent's instructions (a tool-call example is appended).
+        examples: few-shot examples appended to the instructions (as for the planners).
         max_steps: the most tool calls per question (LangGraph recursion limit).
 
     Example:
@@ -55,6 +61,7 @@ class ReactAgent:
         tools: Sequence[Tool | Callable[..., Any]] | ToolRegistry,
         *,
         system_prompt: str = REACT_SYSTEM,
+        examples: Sequence[str] = (),
         max_steps: int = 6,
     ) -> None:
         if max_steps < 1:
@@ -71,7 +78,8 @@ class ReactAgent:
             self.model = RagloomChatModel(llm=llm)
         self.max_steps = max_steps
         lc_tools = [_langchain_tool(self.registry.get(n)) for n in self.registry.names]
-        self.graph = create_agent(self.model, lc_tools, system_prompt=system_prompt)
+        system = "\n\n".join([system_prompt, _call_example(self.registry), *examples])
+        self.graph = create_agent(self.model, lc_tools, system_prompt=system)
 
     async def ainvoke(self, question: str, *, history: Sequence[Message] = ()) -> AgentResult:
         """Run the ReAct loop to an answer."""
@@ -101,6 +109,15 @@ class ReactAgent:
     def invoke(self, question: str, *, history: Sequence[Message] = ()) -> AgentResult:
         """Blocking twin of :meth:`ainvoke`."""
         return asyncio.run(self.ainvoke(question, history=history))
+
+
+def _call_example(registry: ToolRegistry) -> str:
+    """A concrete call of the first tool, so small models fill in values, not the schema."""
+    import json
+
+    first = registry.get(registry.names[0])
+    args = json.dumps({p: "..." for p in first.parameters[:1]})
+    return _CALL_EXAMPLE.format(name=first.name, args=args)
 
 
 def _final_text(messages: Sequence[Any]) -> str:
