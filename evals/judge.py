@@ -7,8 +7,9 @@ JSON value in the text (code fences and chatter around it are tolerated) validat
 the model. A reply that does not parse or validate becomes a :class:`Reply` with ``error``
 set, which metrics turn into NaN with that explanation -- never a silent 1.0.
 
-When the backend can constrain decoding (``supports_grammar``), the schema is passed as a
-``Grammar(kind="json_schema")``. This module does not define any metric.
+The schema is passed as a ``Grammar(kind="json_schema")`` (constrained decoding) unless the
+backend declares ``supports_grammar = False``; parsing stays strict either way. This module
+does not define any metric.
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ class Judge:
         llm: the judge model; None loads the embedded default (``load_llm()``).
         params: sampling parameters (greedy by default, so verdicts are reproducible).
         cache_path: the SQLite cache file (default ``cache_dir("judge")/judge.sqlite``).
-        use_grammar: pass the schema as a JSON-schema grammar; None asks the backend
-            (its ``supports_grammar`` attribute).
+        use_grammar: pass the schema as a JSON-schema grammar; None: yes, unless the
+            backend says ``supports_grammar = False``.
 
     Example:
         >>> from ragloom.runtime import FakeLLM
@@ -124,7 +125,7 @@ class Judge:
     def _params_for(self, schema: type[BaseModel]) -> SamplingParams:
         use = self.use_grammar
         if use is None:
-            use = bool(getattr(self.cached.llm, "supports_grammar", False))
+            use = bool(getattr(self.cached.llm, "supports_grammar", True))
         if not use:
             return self.params
         grammar = Grammar(kind="json_schema", source=json.dumps(schema.model_json_schema()))

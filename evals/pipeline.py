@@ -98,7 +98,12 @@ class CellConfig:
 
 @dataclass(slots=True)
 class CellOutput:
-    """Predictions of one cell plus per-question timings (seconds)."""
+    """Predictions of one cell plus per-question timings (seconds).
+
+    ``retrieval_s`` covers retrieval, reranking and CRAG's grading/rewriting; sweeps warm
+    the query-embedding cache first, so for dense retrieval it times the index search.
+    ``total_s`` adds the generation time (the original one, for cached generations).
+    """
 
     predictions: list[Prediction]
     retrieval_s: list[float]

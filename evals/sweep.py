@@ -163,6 +163,8 @@ def run_cells(config: SweepConfig, cells: Sequence[CellConfig], run_dir: Path, *
     metrics = build_metrics(config.metrics, judge=judge, embedder=embedder,
                             judge_model=config.judge_model or config.model,
                             generate=config.generate)
+    for ex in examples:  # warm the query cache: every cell then times the search alone
+        embedder.embed_query(ex.question)
     done = []
     for cell in tqdm(sorted(cells, key=_group_key), desc="sweep cells", disable=not progress):
         if on_cell_start:

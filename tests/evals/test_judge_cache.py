@@ -44,12 +44,10 @@ def test_cached_llm_sends_distinct_misses_in_one_batch(tmp_path):
     assert len(llm.last_elapsed) == 2
 
 
-def test_grammar_is_passed_when_the_backend_supports_it(tmp_path):
+def test_grammar_is_passed_unless_the_backend_declines(tmp_path):
     seen = []
 
     class Constrained(FakeLLM):
-        supports_grammar = True
-
         def generate(self, prompts, params=None):
             seen.append(params)
             return super().generate(prompts, params)
@@ -58,8 +56,12 @@ def test_grammar_is_passed_when_the_backend_supports_it(tmp_path):
     judge.ask([Ask("p", Verdict)])
     assert seen[0].grammar.kind == "json_schema"
     assert json.loads(seen[0].grammar.source)["properties"]["verdict"]["type"] == "integer"
-    plain = Judge(FakeLLM(['{"verdict": 1}']), cache_path=tmp_path / "k.sqlite")
+    class Unconstrained(FakeLLM):
+        supports_grammar = False
+
+    plain = Judge(Unconstrained(['{"verdict": 1}']), cache_path=tmp_path / "k.sqlite")
     assert plain._params_for(Verdict).grammar is None
+    assert Judge(FakeLLM(), use_grammar=False)._params_for(Verdict).grammar is None
 
 
 def test_parse_tolerates_chatter_and_rejects_wrong_shapes():
