@@ -10,8 +10,8 @@ The grid: store {faiss, chroma} x retrieval {dense, hybrid} x fixed-token chunk 
 {128, 256, 384} x overlap {0, 32}, top-k 4; retrieval metrics from the gold answer spans
 (recall@k, MRR, nDCG, context precision) -- no generation in the timed sweep (``--quick``:
 8 questions over 2 articles cut to 4,000 characters; default: 20 questions over 8 full
-articles). Without ``--quick`` a second, small study runs the packaged Qwen2.5-0.5B model
-(llama.cpp) for corrective RAG on/off, with short generations.
+articles). ``--with-llm`` adds a small study with the packaged Qwen2.5-0.5B model
+(llama.cpp): reranking on/off and corrective RAG on/off, with short generations.
 
 Last line: one JSON object with cells, shared_s, naive_s, naive_over_shared, best_cell, ...
 """
@@ -93,28 +93,52 @@ def run_timed_sweep(quick, root, embedder):
     return config, results["shared"], timings, same
 
 
-def crag_study(root, num_questions):
-    """Context precision and latency with corrective RAG off/on, the real model grading."""
+def llm_study(root, num_questions):
+    """Reranking off/on and corrective RAG off/on with the packaged Qwen2.5-0.5B (llama.cpp).
+
+    One small sweep: dense Faiss retrieval over 128-token chunks without overlap, top-4;
+    reranking scores 3 x 4 = 12 candidates per question with the LLM; CRAG grades chunks and
+    rewrites the query at most once. Answers are short (24 tokens) to fit 2 shared cores.
+    """
     from ragloom.evals.runner import make_llm
     from ragloom.evals.sweep import SweepConfig, run_sweep
 
-    config = SweepConfig(dataset="covid_qa", num_questions=num_questions, max_docs=4,
-                         generate=True, max_tokens=24, axes={"crag": [False, True]},
+    config = SweepConfig(dataset="covid_qa", num_questions=num_questions, max_docs=3,
+                         generate=True, max_tokens=24,
+                         axes={"rerank": [False, True], "crag": [False, True]},
                          base={"chunker": "fixed_tokens", "chunk_size": 128,
                                "chunk_overlap": 0, "top_k": 4},
-                         metrics=("token_f1", "recall_at_k", "context_precision"))
+                         metrics=("token_f1", "recall_at_k", "ndcg", "context_precision"))
     llm = make_llm(config.model)
     start = time.perf_counter()
-    records = run_sweep(config, root / "crag", llm=llm, progress=False)
-    return {str(r.params["crag"]): {"context_precision": round(r.metrics["context_precision"], 4),
-                                    "token_f1": round(r.metrics["token_f1"], 4),
-                                    "total_ms": round(1000 * r.total_s, 1)} for r in records
-            } | {"wall_s": round(time.perf_counter() - start, 1), "llm_calls": llm.num_calls}
+    records = run_sweep(config, root / "llm", llm=llm, progress=False)
+    cells = {f"rerank={r.params['rerank']},crag={r.params['crag']}": {
+        "context_precision": round(r.metrics["context_precision"], 4),
+        "ndcg": round(r.metrics["ndcg"], 4), "token_f1": round(r.metrics["token_f1"], 4),
+        "retrieval_ms": round(1000 * r.retrieval_s, 1), "total_ms": round(1000 * r.total_s, 1)}
+        for r in records}
+    plain = cells["rerank=False,crag=False"]
+    return {
+        "rerank_slowdown": {
+            "retrieval_x": round(cells["rerank=True,crag=False"]["retrieval_ms"]
+                                 / plain["retrieval_ms"], 1),
+            "total_x": round(cells["rerank=True,crag=False"]["total_ms"] / plain["total_ms"], 2),
+            "context_precision": [plain["context_precision"],
+                                  cells["rerank=True,crag=False"]["context_precision"]]},
+        "crag_context_precision": {
+            "off": plain["context_precision"],
+            "on": cells["rerank=False,crag=True"]["context_precision"],
+            "on_with_rerank": cells["rerank=True,crag=True"]["context_precision"]},
+        "llm_cells": cells, "llm_questions": num_questions,
+        "llm_wall_s": round(time.perf_counter() - start, 1), "llm_calls": llm.num_calls}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small corpus, < 1 minute")
+    parser.add_argument("--with-llm", action="store_true",
+                        help="also measure reranking and CRAG with the real model (minutes)")
+    parser.add_argument("--llm-questions", type=int, default=6)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     root = Path(tempfile.mkdtemp(prefix="ragloom-bench-sweep-"))
@@ -129,8 +153,8 @@ def main() -> None:
     config, records, timings, same = run_timed_sweep(args.quick, root, embedder)
     report = write_report(root / "shared")
     ours = compare_with_published(records)
-    if not args.quick:
-        ours["crag_context_precision"] = crag_study(root, num_questions=6)
+    if args.with_llm:
+        ours.update(llm_study(root, args.llm_questions))
     print((root / "shared" / "report.md").read_text())
     for claim, published in PUBLISHED.items():
         print(f"- published: {published}\n  ours: {json.dumps(ours.get(claim, 'not measured'))}")

@@ -7,25 +7,30 @@ constructors. Heavy imports happen inside the functions.
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ragloom.errors import MissingDependencyError
 from ragloom.evals._types import Passage
 from ragloom.retrievers._types import Chunk, Embedder
 
 __all__ = ["bm25_retriever", "chunk_corpus", "dense_retriever", "hybrid_retriever", "reranker"]
 
 
-def _retrievers(name: str) -> Any:
-    import ragloom.retrievers as retrievers
+_HOMES = {
+    "BM25Retriever": "ragloom.retrievers.bm25",
+    "ChromaStore": "ragloom.retrievers.stores.chroma_store",
+    "DenseRetriever": "ragloom.retrievers.dense",
+    "FaissStore": "ragloom.retrievers.stores.faiss_store",
+    "HybridRetriever": "ragloom.retrievers.hybrid",
+    "LLMReranker": "ragloom.retrievers.rerank",
+}
 
-    try:
-        return getattr(retrievers, name)
-    except AttributeError as exc:
-        raise MissingDependencyError(
-            f"ragloom.retrievers has no {name} yet; this sweep axis value needs it") from exc
+
+def _retrievers(name: str) -> Any:
+    """A class of :mod:`ragloom.retrievers`, imported from its module on first use."""
+    return getattr(importlib.import_module(_HOMES[name]), name)
 
 
 def chunk_corpus(corpus: Sequence[Passage], spec: str, embedder: Embedder) -> list[Chunk]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ragloom.errors import ConfigError
@@ -24,7 +26,7 @@ def judge(reply_for_grade=None):
             if reply_for_grade:
                 return reply_for_grade
             doc = prompt.split("DOCUMENT: ", 1)[1]
-            return '{"relevant": %s}' % ("true" if "Paris" in doc else "false")
+            return json.dumps({"relevant": "Paris" in doc})
         if prompt.startswith("The search query"):
             return "capital of France"
         raise AssertionError(prompt)
