@@ -86,7 +86,7 @@ class FaissStore(VectorStore):
             (normalises rows for you) or ``"l2"`` (score is the negated squared distance).
         hnsw_m: HNSW graph degree. ef_search: HNSW search breadth (raised to ``k`` if lower).
         nlist: IVF cells (default: ~sqrt(n) at training). nprobe: cells searched
-            (default: a quarter of ``nlist``).
+            (default: a third of ``nlist``).
         embedder: optional, for :meth:`query_texts`.
 
     Example:
@@ -317,7 +317,7 @@ class FaissStore(VectorStore):
             return faiss.SearchParametersHNSW(sel=selector, efSearch=max(spec.ef_search, k))
         if spec.index == "ivf" and self._trained:
             nlist = faiss.extract_index_ivf(self._index).nlist
-            nprobe = min(spec.nprobe or max(1, math.ceil(nlist / 4)), nlist)
+            nprobe = min(spec.nprobe or math.ceil(nlist / 3), nlist)
             return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
         return faiss.SearchParameters(sel=selector)
 
