@@ -12,7 +12,7 @@ from typing import Any
 _LAZY: dict[str, str] = {
     "ChromaStore": "ragloom.retrievers.stores.chroma_store",
     "FaissStore": "ragloom.retrievers.stores.faiss_store",
-    "RagloomEmbeddingFunction": "ragloom.retrievers.stores.chroma_store",
+    "RagloomEmbeddingFunction": "ragloom.retrievers.stores.chroma_embedding",
 }
 
 __all__ = sorted(

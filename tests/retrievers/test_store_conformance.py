@@ -408,7 +408,7 @@ def test_chroma_collection_reopens_in_a_new_process(tmp_path: Path, no_chroma_do
             raise SystemExit("default ONNX model used")
         onnx.ONNXMiniLM_L6_V2._download = refuse
         onnx.ONNXMiniLM_L6_V2.__call__ = refuse
-        import ragloom.retrievers.stores.chroma_store  # registers the embedding function
+        import ragloom.retrievers.stores.chroma_embedding  # registers the embedding function
         client = chromadb.PersistentClient({str(tmp_path / "db")!r},
                                            settings=Settings(anonymized_telemetry=False))
         col = client.get_collection("reopen-test")  # no embedding function passed
@@ -438,7 +438,7 @@ def test_chroma_never_uses_its_default_model(tmp_path: Path, no_chroma_download)
 
 
 def test_chroma_refuses_to_rebuild_an_embedder_from_outside_ragloom() -> None:
-    from ragloom.retrievers.stores.chroma_store import rebuild_embedder
+    from ragloom.retrievers.stores.chroma_embedding import rebuild_embedder
 
     with pytest.raises(ConfigError, match="only ragloom classes"):
         rebuild_embedder({"class": "os:system", "model_name": "x", "dim": 3, "config": {}})
