@@ -75,10 +75,14 @@ def test_plan_grammar_always_parsable(tok):
 
 
 def test_plan_grammar_through_the_plan_parser(tok):
-    parser = pytest.importorskip("ragloom.plan_parser")
+    from ragloom.plan_parser import parse_plan
+
     constraint = compile_grammar(plan_grammar(["search", "math"], max_tasks=3), tok)
-    for seed in range(20):
-        parser.parse_plan(sample(constraint, seed))
+    for seed in range(40):
+        text = sample(constraint, seed)
+        plan = parse_plan(text)
+        assert [t.tool for t in plan][-1] == "join"
+        assert len(plan) == len(re.findall(r"^\d+\. ", text, re.MULTILINE))
 
 
 def test_regex_mask_and_advance(tok):
