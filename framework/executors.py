@@ -90,7 +90,8 @@ class RayExecutor:
             self._ray.cancel(ref)
             raise
         except self._ray.exceptions.RayTaskError as exc:  # re-raise the tool's own error
-            raise exc.as_instanceof_cause() from None
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, Exception) else exc.as_instanceof_cause()) from None
 
     def close(self) -> None:
         """Nothing to release (the Ray instance outlives the run)."""

@@ -100,12 +100,12 @@ class Plan:
         previous = 0
         for task in self.tasks:
             where = {"task_id": task.id, "line": task.line}
-            if task.id <= 0 or task.id in seen or task.id <= previous:
-                raise PlanError(
-                    f"task ids must be unique, positive and increasing; {task.id} follows "
-                    f"{previous}",
-                    **where,
-                )
+            if task.id <= 0:
+                raise PlanError(f"task ids must be positive, got {task.id}", **where)
+            if task.id in seen:
+                raise PlanError(f"task id {task.id} is used twice", **where)
+            if task.id <= previous:
+                raise PlanError(f"task ids must increase; {task.id} follows {previous}", **where)
             for dep in sorted(task.deps):
                 if dep >= task.id:
                     raise PlanError(_forward(dep, task.id), **where)

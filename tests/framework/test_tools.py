@@ -1,0 +1,166 @@
+"""Tools: schemas from signatures, validation errors, sync/async calls, registry, LangChain."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pydantic
+import pytest
+
+from ragloom import Tool, ToolRegistry, tool
+from ragloom.errors import ConfigError, ToolError, ToolTimeoutError
+
+
+def search(query: str, k: int = 5) -> list[str]:
+    """Search the web for pages.
+
+    Args:
+        query: what to look for.
+    """
+    return [f"{query}#{i}" for i in range(k)]
+
+
+async def asearch(query: str, k: int = 2) -> list[str]:
+    """Search, asynchronously."""
+    await asyncio.sleep(0)
+    return [query] * k
+
+
+class Point(pydantic.BaseModel):
+    x: float
+    y: float
+
+
+def norm(p: Point, scale: float | None = None) -> float:
+    """Length of a point."""
+    return (p.x**2 + p.y**2) ** 0.5 * (scale or 1)
+
+
+def test_from_function_builds_schema_signature_and_description() -> None:
+    t = Tool.from_function(search)
+    assert t.name == "search" and t.description == "Search the web for pages."
+    assert t.parameters == ["query", "k"]
+    assert t.signature() == "search(query: str, k: int = 5)"
+    assert Tool.from_function(norm).signature() == "norm(p: Point, scale: float | None = None)"
+
+
+def test_validate_args_maps_positional_keys_and_coerces() -> None:
+    t = Tool.from_function(search)
+    assert t.validate_args({"0": "eiffel", "k": "3"}) == {"query": "eiffel", "k": 3}
+    assert Tool.from_function(norm).validate_args({"p": {"x": 3, "y": 4}})["p"] == Point(x=3, y=4)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"k": 2}, "missing argument 'query'"),
+        ({"query": "a", "k": "many"}, "argument 'k'"),
+        ({"query": "a", "limit": 3}, "unexpected argument 'limit'"),
+        ({"0": "a", "1": 2, "2": 3}, "takes 2 positional"),
+        ({"0": "a", "query": "b"}, "multiple values for argument 'query'"),
+    ],
+)
+def test_validate_args_errors_name_tool_and_field(args: dict, message: str) -> None:
+    with pytest.raises(ToolError, match=message) as info:
+        Tool.from_function(search).validate_args(args)
+    assert info.value.tool == "search" and "tool 'search'" in str(info.value)
+
+
+def test_sync_and_async_invoke() -> None:
+    assert Tool.from_function(search).invoke({"query": "q", "k": 2}) == ["q#0", "q#1"]
+    assert Tool.from_function(asearch).invoke({"query": "q"}) == ["q", "q"]
+    assert asyncio.run(Tool.from_function(search).ainvoke({"query": "q", "k": 1})) == ["q#0"]
+
+
+def test_own_timeout_applies_to_ainvoke() -> None:
+    @tool(timeout=0.05)
+    async def stall() -> None:
+        """Never returns in time."""
+        await asyncio.sleep(10)
+
+    with pytest.raises(ToolTimeoutError, match="timed out after 0.05 s"):
+        asyncio.run(stall.ainvoke({}))
+
+
+def test_decorator_with_and_without_options() -> None:
+    @tool
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    @tool(name="lookup", description="Look it up.", max_concurrency=2, retries=1)
+    def find(key: str) -> str:
+        return key
+
+    assert isinstance(ping, Tool) and ping.invoke({}) == "pong"
+    assert (find.name, find.description, find.max_concurrency, find.retries) == (
+        "lookup",
+        "Look it up.",
+        2,
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"retries": -1}, "retries"),
+        ({"name": "not valid"}, "identifier"),
+    ],
+)
+def test_bad_tool_settings_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Tool.from_function(search, **kwargs)
+
+
+def test_varargs_are_refused() -> None:
+    def spread(*items: str) -> None:
+        return None
+
+    with pytest.raises(ConfigError, match=r"\*args"):
+        Tool.from_function(spread)
+
+
+def test_registry_get_render_and_errors() -> None:
+    registry = ToolRegistry([search, Tool.from_function(asearch, max_concurrency=1)])
+    assert registry.names == ["search", "asearch"] and len(registry) == 2
+    assert "search" in registry and "nope" not in registry
+    assert [t.name for t in registry] == ["search", "asearch"]
+    assert registry.render() == (
+        "1. search(query: str, k: int = 5): Search the web for pages.\n"
+        "2. asearch(query: str, k: int = 2): Search, asynchronously."
+    )
+    with pytest.raises(ToolError, match="unknown tool 'nope'; known: search, asearch"):
+        registry.get("nope")
+    with pytest.raises(ConfigError, match="registered twice"):
+        registry.register(search)
+    with pytest.raises(ConfigError, match="reserved"):
+        registry.register(Tool.from_function(search, name="join"))
+
+
+def test_langchain_tools_are_wrapped() -> None:
+    from langchain_core.tools import StructuredTool
+    from langchain_core.tools import tool as lc_tool
+
+    @lc_tool
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        return a * b
+
+    async def _shout(text: str) -> str:
+        return text.upper()
+
+    shout = StructuredTool.from_function(coroutine=_shout, name="shout", description="Shout.")
+    wrapped = Tool.from_langchain(multiply)
+    assert wrapped.signature() == "multiply(a: int, b: int)"
+    assert wrapped.description == "Multiply two integers."
+    assert wrapped.invoke({"0": 6, "1": 7}) == 42
+    with pytest.raises(ToolError, match="argument 'b'"):
+        wrapped.validate_args({"a": 1, "b": "x"})
+    async_wrapped = Tool.from_langchain(shout)
+    assert async_wrapped.coroutine is not None
+    assert asyncio.run(async_wrapped.ainvoke({"text": "hi"})) == "HI"
+    with pytest.raises(ConfigError, match="BaseTool"):
+        Tool.from_langchain(search)
