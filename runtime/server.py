@@ -186,10 +186,12 @@ def create_app(llm: LLM) -> FastAPI:
     return app
 
 
-def _envelope(kind: str, llm: LLM, choices: list[dict[str, Any]]) -> dict[str, Any]:
+def _envelope(
+    kind: str, llm: LLM, choices: list[dict[str, Any]], ident: str | None = None
+) -> dict[str, Any]:
     prefix = "chatcmpl" if kind.startswith("chat") else "cmpl"
     return {
-        "id": f"{prefix}-{uuid.uuid4().hex[:24]}",
+        "id": ident or f"{prefix}-{uuid.uuid4().hex[:24]}",
         "object": kind,
         "created": int(time.time()),
         "model": llm.model_name,
@@ -201,19 +203,20 @@ async def _stream_chunks(
     llm: LLM, prompts: list[Prompt], params: SamplingParams, *, chat: bool
 ) -> AsyncIterator[dict[str, Any]]:
     kind = "chat.completion.chunk" if chat else "text_completion"
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"  # one id per stream
     for index, prompt in enumerate(prompts):
         count, pieces = 0, aiter(llm.astream(prompt, params))
         piece = await anext(pieces, None)  # subtle: errors surface before the first event
         if chat:
-            yield _envelope(kind, llm, [_delta(index, {"role": "assistant", "content": ""})])
+            yield _envelope(kind, llm, [_delta(index, {"role": "assistant", "content": ""})], ident)
         while piece is not None:
             count += 1
             body = _delta(index, {"content": piece}) if chat else _text(index, piece)
-            yield _envelope(kind, llm, [body])
+            yield _envelope(kind, llm, [body], ident)
             piece = await anext(pieces, None)
         reason = "length" if count >= params.max_tokens else "stop"
         last = _delta(index, {}, reason) if chat else _text(index, "", reason)
-        yield _envelope(kind, llm, [last])
+        yield _envelope(kind, llm, [last], ident)
 
 
 def _delta(index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:

@@ -71,6 +71,7 @@ def test_chat_streaming(client):
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert text == "Paris is the capital."
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert len({c["id"] for c in chunks}) == 1
 
 
 def test_completion_streaming(client):
