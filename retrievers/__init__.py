@@ -28,6 +28,7 @@ _LAZY: dict[str, str] = {
     "default_embedder": "ragloom.retrievers.embeddings",
     "default_model_path": "ragloom.retrievers.embeddings",
     "load_documents": "ragloom.retrievers.loaders",
+    "load_fast_tokenizer": "ragloom.retrievers.embeddings",
     "load_tokenizer": "ragloom.retrievers.embeddings",
     "make_chunker": "ragloom.retrievers.chunking",
     "matches_where": "ragloom.retrievers.base",

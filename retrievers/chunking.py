@@ -104,6 +104,14 @@ class FixedCharChunker:
         return _chunks(doc, _windows(len(doc.text), self.size, self.overlap))
 
 
+def _token_offsets(tokenizer: Any, text: str) -> list[Span]:
+    """Character spans of ``text``'s tokens, from a ``tokenizers`` or ``transformers`` tokenizer."""
+    if hasattr(tokenizer, "encode_batch"):  # tokenizers.Tokenizer
+        return list(tokenizer.encode(text, add_special_tokens=False).offsets)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    return [tuple(o) for o in encoded["offset_mapping"]]
+
+
 class FixedTokenChunker:
     """Windows of ``size`` tokens of a Hugging Face tokenizer, overlapping by ``overlap`` tokens.
 
@@ -113,7 +121,8 @@ class FixedTokenChunker:
     Args:
         size: tokens per chunk (special tokens not counted).
         overlap: tokens shared with the previous chunk.
-        tokenizer: a fast ``transformers`` tokenizer, a path to load one from, or None.
+        tokenizer: a ``tokenizers.Tokenizer`` or fast ``transformers`` tokenizer, a model
+            folder to load ``tokenizer.json`` from, or None.
 
     >>> FixedTokenChunker(256, 32).split(Document("d", "Hello world."))[0].text  # doctest: +SKIP
     'Hello world.'
@@ -129,17 +138,14 @@ class FixedTokenChunker:
     def tokenizer(self) -> Any:
         """The tokenizer, loaded on first use."""
         if self._tokenizer is None or isinstance(self._tokenizer, str):
-            from ragloom.retrievers.embeddings import load_tokenizer
+            from ragloom.retrievers.embeddings import load_fast_tokenizer
 
-            self._tokenizer = load_tokenizer(self._tokenizer)
+            self._tokenizer = load_fast_tokenizer(self._tokenizer, padding=False)
         return self._tokenizer
 
     def split(self, doc: Document) -> list[Chunk]:
         """Split ``doc`` into token windows."""
-        encoded = self.tokenizer(
-            doc.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
-        offsets: list[Span] = [tuple(o) for o in encoded["offset_mapping"]]
+        offsets = _token_offsets(self.tokenizer, doc.text)
         spans = [
             (offsets[a][0], offsets[b - 1][1])
             for a, b in _windows(len(offsets), self.size, self.overlap)

@@ -160,3 +160,9 @@ def test_chunk_documents_rejects_duplicate_ids():
     assert [c.id for c in chunks][-1] == "other#0"
     with pytest.raises(RetrievalError, match="duplicate chunk id"):
         chunk_documents([DOC, DOC], SentenceChunker(500))
+
+
+def test_token_chunker_default_tokenizer_matches_transformers(minilm_tokenizer):
+    light = FixedTokenChunker(16, 4).split(DOC)  # tokenizers' own Tokenizer, no torch
+    heavy = FixedTokenChunker(16, 4, tokenizer=minilm_tokenizer).split(DOC)
+    assert [c.metadata for c in light] == [c.metadata for c in heavy]

@@ -84,3 +84,39 @@ def test_bad_configuration_is_refused(tmp_path):
 def test_max_seq_length_changes_the_cache_name():
     emb = SentenceTransformerEmbedder(max_seq_length=128)
     assert emb.max_seq_length == 128 and emb.model_name.endswith("+seq128")
+
+
+@pytest.fixture(scope="module")
+def onnx_minilm():
+    return SentenceTransformerEmbedder(backend="onnx")
+
+
+LONG = " ".join(f"word{i} about masks and viruses" for i in range(120))  # > 256 tokens
+
+
+def test_onnx_backend_matches_torch(minilm, onnx_minilm):
+    texts = ["Masks reduce virus transmission.", LONG, "x"]
+    np.testing.assert_allclose(onnx_minilm.embed(texts), minilm.embed(texts), atol=1e-5)
+    assert onnx_minilm.model_name == minilm.model_name  # same vectors, same cache entries
+    assert (onnx_minilm.dim, onnx_minilm.max_seq_length) == (384, 256)
+
+
+def test_onnx_int8_is_close_and_named_apart(minilm):
+    int8 = SentenceTransformerEmbedder(backend="onnx", quantize="int8")
+    texts = ["Masks reduce virus transmission.", LONG]
+    cosine = np.sum(int8.embed(texts) * minilm.embed(texts), axis=1)
+    assert cosine.min() > 0.9
+    assert int8.model_name.endswith("+int8")
+
+
+def test_onnx_embedder_does_not_import_torch(onnx_minilm):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ragloom.retrievers.embeddings import SentenceTransformerEmbedder as E;"
+        "e = E(backend='onnx'); e.embed(['hi']);"
+        "print(sorted(m for m in ('torch', 'sentence_transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
