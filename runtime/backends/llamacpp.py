@@ -2,8 +2,9 @@
 
 :class:`LlamaCppLLM` runs a GGUF model on the CPU behind the :class:`~ragloom.runtime.LLM`
 protocol: the chat template from the GGUF, greedy or seeded temperature/top-p sampling, stop
-strings, grammars (GBNF natively in llama.cpp; regex, JSON schema and Lark through
-:mod:`ragloom.runtime.constrained`), and log-prob scoring of continuations.
+strings, grammars (every kind, GBNF included, as token masks from
+:mod:`ragloom.runtime.constrained`; llama.cpp's own GBNF sampler on request), and log-prob
+scoring of continuations.
 
 Prefix reuse: the prompt is prefilled in batches of exactly ``prefix_block`` tokens on a fixed
 grid, and the sequence's KV state at the last grid point is saved (~23 KB per token for the
@@ -21,21 +22,20 @@ from __future__ import annotations
 
 import codecs
 import os
-import random
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from ragloom._lazy import require
-from ragloom.errors import ConfigError, ContextWindowError, ModelError
+from ragloom.errors import ConfigError, ContextWindowError
+from ragloom.runtime.backends._llamacpp_sampling import load_model, native_sampler, pick
 from ragloom.runtime.backends._llamacpp_vocab import render_chat, special_ids, token_bytes
 from ragloom.runtime.backends._prefix_cache import PrefixStateCache, common_prefix_len
-from ragloom.runtime.constrained import TokenizerInfo, compile_grammar
+from ragloom.runtime.constrained import Constraint, TokenizerInfo, compile_grammar
 from ragloom.runtime.llm import BaseLLM, Completion, Prompt, SamplingParams, apply_stop
 from ragloom.runtime.model_files import model_name, resolve_model
 
@@ -52,12 +52,16 @@ class LlamaCppConfig:
             own rule of thumb: its threads spin-wait, so oversubscribed cores stall them).
         prefix_block: prefill batch size and prefix-cache granularity, in tokens.
         prefix_cache_mb: the most memory saved prefix states may take (0 disables saving).
+        native_gbnf: run GBNF grammars in llama.cpp's own sampler instead of llguidance masks
+            (faster per token). Off by default: cyllama 0.2.18 segfaults on a GBNF that
+            llama.cpp cannot parse, and ragloom can only pre-check it with llguidance.
     """
 
     n_ctx: int = 4096
     n_threads: int = 0
     prefix_block: int = 64
     prefix_cache_mb: float = 512.0
+    native_gbnf: bool = False
 
     def __post_init__(self) -> None:
         if self.n_ctx < 16:
@@ -76,23 +80,6 @@ class _Stats:
     cached_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: Literal["stop", "length"] = "length"
-
-
-def _load_model(path: Path) -> Any:
-    cy = require("cyllama.llama.llama_cpp", "runtime")
-
-    class _Model(cy.LlamaModel):  # type: ignore[misc, name-defined]
-        # subtle: cyllama 0.2.18's get_logits reads model.n_vocab, which it never defines
-        @property
-        def n_vocab(self) -> int:
-            return int(self.get_vocab().n_vocab)
-
-    cy.disable_logging()
-    cy.ggml_backend_load_all()
-    try:
-        return _Model(str(path), cy.LlamaModelParams())
-    except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"llama.cpp cannot load model file {str(path)!r}: {exc}") from exc
 
 
 class LlamaCppLLM(BaseLLM):
@@ -123,7 +110,7 @@ class LlamaCppLLM(BaseLLM):
         self.model_name = model_name(model)
         self.path = resolve_model(model)
         self._cy = require("cyllama.llama.llama_cpp", "runtime")
-        self._model = _load_model(self.path)
+        self._model = load_model(self.path)
         self._vocab = self._model.get_vocab()
         self._ctx = self._new_context()
         self._lock = threading.Lock()
@@ -222,32 +209,17 @@ class LlamaCppLLM(BaseLLM):
             self._ctx.kv_cache_clear()
 
     # decoding
-    def _native_sampler(self, params: SamplingParams) -> Any:
-        cy = self._cy
-        sampler = cy.LlamaSampler(cy.LlamaSamplerChainParams())
-        if params.grammar is not None:  # gbnf only; other kinds go through llguidance
-            sampler.add_grammar(self._vocab, params.grammar.source, "root")
-        if params.temperature == 0:
-            sampler.add_greedy()
-            return sampler
-        sampler.add_top_p(params.top_p, 1)
-        sampler.add_temp(params.temperature)
-        seed = params.seed if params.seed is not None else random.getrandbits(31)
-        sampler.add_dist(seed)
-        return sampler
-
-    def _tokens(self, params: SamplingParams) -> Iterator[int]:
+    def _tokens(self, params: SamplingParams, constraint: Constraint | None) -> Iterator[int]:
         """Sample tokens one by one; the caller decodes each before asking for the next."""
-        grammar = params.grammar
-        if grammar is None or grammar.kind == "gbnf":
-            sampler = self._native_sampler(params)
+        if constraint is None or (constraint.grammar.kind == "gbnf" and self.config.native_gbnf):
+            sampler = native_sampler(self._cy, self._vocab, params)
             while True:
                 yield int(sampler.sample(self._ctx, -1))
-        state = compile_grammar(grammar, self.tokenizer_info).new_state()
+        state = constraint.new_state()
         rng = np.random.default_rng(params.seed)
         while True:
             logits = state.mask_logits(np.asarray(self._ctx.get_logits(), dtype=np.float32))
-            token = _pick(logits, params, rng)
+            token = pick(logits, params, rng)
             if not self._vocab.is_eog(token):
                 state.advance(token)
             yield token
@@ -258,11 +230,13 @@ class LlamaCppLLM(BaseLLM):
         tokens = self.tokenize(self.render(prompt))
         self._check_fits(len(tokens), params.max_tokens)
         stats.prompt_tokens = len(tokens)
+        grammar = params.grammar  # compiled before the prefill: a bad grammar fails fast
+        constraint = compile_grammar(grammar, self.tokenizer_info) if grammar else None
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         with self._lock:
             stats.cached_tokens = self._prefill(tokens)
             pos = len(tokens)
-            for token in self._tokens(params):
+            for token in self._tokens(params, constraint):
                 if self._vocab.is_eog(token):
                     stats.finish_reason = "stop"
                     break
@@ -338,16 +312,3 @@ class LlamaCppLLM(BaseLLM):
         with self._lock:
             self._ctx.close()
             self._model.close()
-
-
-def _pick(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
-    """Greedy, or temperature + top-p sampling, over already-masked logits."""
-    if params.temperature == 0:
-        return int(np.argmax(logits))
-    z = (logits - logits.max()) / params.temperature
-    probs = np.exp(z)
-    probs /= probs.sum()
-    order = np.argsort(-probs)
-    keep = np.cumsum(probs[order]) - probs[order] < params.top_p
-    kept = order[keep]
-    return int(rng.choice(kept, p=probs[kept] / probs[kept].sum()))

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ragloom.errors import ContextWindowError, ModelError
+from ragloom.errors import ConfigError, ContextWindowError, ModelError
 from ragloom.runtime.backends._prefix_cache import PrefixStateCache
 from ragloom.runtime.constrained import plan_grammar
 from ragloom.runtime.llm import Grammar, SamplingParams
@@ -79,6 +79,9 @@ def test_gbnf_stop_seed_and_stream(llm):
     yes_no = Grammar(kind="gbnf", source='root ::= " yes" | " no"')
     out = llm.generate(["Is the sky blue? Answer:"], SamplingParams(max_tokens=4, grammar=yes_no))
     assert out[0].text in {" yes", " no"} and out[0].finish_reason == "stop"
+    bad = Grammar(kind="gbnf", source="root ::= undefined_rule")  # would crash llama.cpp
+    with pytest.raises(ConfigError, match="gbnf grammar does not compile"):
+        llm.generate(["x"], SamplingParams(max_tokens=2, grammar=bad))
     counted = llm.generate(["1, 2, 3, 4,"], SamplingParams(max_tokens=12, stop=("7",)))[0]
     assert "7" not in counted.text and counted.finish_reason == "stop"
     assert "".join(llm.stream("1, 2, 3, 4,", SamplingParams(max_tokens=12, stop=("7",)))) == (
@@ -123,3 +126,16 @@ def test_bad_models(tmp_path):
         LlamaCppLLM(truncated)
     with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
         LlamaCppLLM("no-such-model")
+
+
+@pytest.mark.model
+def test_native_gbnf_sampler():
+    from ragloom.runtime.backends.llamacpp import LlamaCppLLM
+
+    native = LlamaCppLLM("smollm2", n_ctx=256, n_threads=1, native_gbnf=True)
+    try:
+        yes_no = Grammar(kind="gbnf", source='root ::= " yes" | " no"')
+        out = native.generate(["Is the sky blue? Answer:"], SamplingParams(grammar=yes_no))
+        assert out[0].text in {" yes", " no"}
+    finally:
+        native.close()
