@@ -135,7 +135,8 @@ def test_native_gbnf_sampler():
     native = LlamaCppLLM("smollm2", n_ctx=256, n_threads=1, native_gbnf=True)
     try:
         yes_no = Grammar(kind="gbnf", source='root ::= " yes" | " no"')
-        out = native.generate(["Is the sky blue? Answer:"], SamplingParams(grammar=yes_no))
+        params = SamplingParams(max_tokens=4, grammar=yes_no)
+        out = native.generate(["Is the sky blue? Answer:"], params)
         assert out[0].text in {" yes", " no"}
     finally:
         native.close()
