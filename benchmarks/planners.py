@@ -38,12 +38,13 @@ from _planners_data import (  # noqa: E402
 
 from ragloom._config import data_dir  # noqa: E402
 
-# (metatool single, metatool multi, bfcl per category, hotpot comparison, hotpot bridge, musique)
-SIZES = {
-    "quick": (1, 0, 1, 1, 0, 0),
-    "full": (8, 4, 3, 6, 3, 3),
-}
-CATEGORIES = ("multiple", "parallel_multiple", "irrelevance")
+SIZES: dict[str, dict[str, Any]] = {
+    "quick": {"metatool": 1, "metatool_multi": 0, "bfcl": 1, "categories": ("multiple",),
+              "comparison": 1, "bridge": 0, "musique": 0, "react_steps": 3},
+    "full": {"metatool": 8, "metatool_multi": 4, "bfcl": 3,
+             "categories": ("multiple", "parallel_multiple", "irrelevance"),
+             "comparison": 6, "bridge": 3, "musique": 3, "react_steps": 4},
+}  # fmt: skip
 
 
 def tools_for(case: Case, names: list[str], descriptions: dict[str, str]) -> list[Any]:
@@ -60,7 +61,12 @@ def tools_for(case: Case, names: list[str], descriptions: dict[str, str]) -> lis
 
 
 def task_calls(text: str, registry: Any) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-    """The tool calls a plan text makes and whether the plan is valid (parses, validates)."""
+    """The tool calls a plan text makes and whether the plan is valid.
+
+    Valid: it parses and validates against the tools (known tools, arguments that fit their
+    schemas, references only to earlier tasks). A missing final ``join()`` is tolerated, as
+    the agent tolerates it.
+    """
     from ragloom.errors import PlanError
     from ragloom.plan_parser import parse_plan
 
@@ -69,8 +75,7 @@ def task_calls(text: str, registry: Any) -> tuple[list[tuple[str, dict[str, Any]
         plan.validate(registry)
     except PlanError:
         return [], False
-    joined = bool(plan.tasks) and plan.tasks[-1].is_join
-    return [(t.tool, dict(t.args)) for t in plan if not t.is_join], joined
+    return [(t.tool, dict(t.args)) for t in plan if not t.is_join], True
 
 
 async def route_reaper(llm: Any, case: Case, registry: Any) -> dict[str, Any]:
@@ -85,10 +90,10 @@ async def route_reaper(llm: Any, case: Case, registry: Any) -> dict[str, Any]:
     return {"calls": calls, "valid": valid, "latency": latency}
 
 
-async def route_react(llm: Any, case: Case, registry: Any) -> dict[str, Any]:
+async def route_react(llm: Any, case: Case, registry: Any, steps: int) -> dict[str, Any]:
     from ragloom.planners.react import ReactAgent
 
-    agent = ReactAgent(llm, registry, max_steps=3)
+    agent = ReactAgent(llm, registry, max_steps=steps)
     t0 = time.perf_counter()
     result = await agent.ainvoke(case.question)
     latency = time.perf_counter() - t0
@@ -102,19 +107,19 @@ def route_router(router: Any, case: Case) -> dict[str, Any]:
     return {"calls": [(name, {})], "valid": True, "latency": time.perf_counter() - t0}
 
 
-async def routing(llm: Any, embedder: Any, sizes: tuple[int, ...], shortlist: int) -> dict:
+async def routing(llm: Any, embedder: Any, sizes: dict[str, Any], shortlist: int) -> dict:
     from ragloom.planners.router import ClassifierRouter
     from ragloom.tools import ToolRegistry
 
     root_mt, root_bf = data_dir() / "metatool_toole", data_dir() / "bfcl_v4_from_bfcl_eval_wheel"
     suites: list[tuple[str, list[Case], dict[str, str]]] = []
-    single, all_tools = metatool_single(root_mt, sizes[0])
+    single, all_tools = metatool_single(root_mt, sizes["metatool"])
     suites.append(("metatool", single, all_tools))
-    if sizes[1]:
-        multi, big = metatool_multi(root_mt, sizes[1])
+    if sizes["metatool_multi"]:
+        multi, big = metatool_multi(root_mt, sizes["metatool_multi"])
         suites.append(("metatool_multi", multi, big))
-    for category in CATEGORIES:
-        for case in bfcl(root_bf, category, sizes[2]):
+    for category in sizes["categories"]:
+        for case in bfcl(root_bf, category, sizes["bfcl"]):
             suites.append((f"bfcl_{category}", [case], case.tools))
     rows = []
     for suite, cases, descriptions in suites:
@@ -128,7 +133,7 @@ async def routing(llm: Any, embedder: Any, sizes: tuple[int, ...], shortlist: in
             registry = ToolRegistry(tools_for(case, names, descriptions))
             outcome = {
                 "reaper": await route_reaper(llm, case, registry),
-                "react": await route_react(llm, case, registry),
+                "react": await route_react(llm, case, registry, sizes["react_steps"]),
                 "router": route_router(router, case),
             }
             for system, out in outcome.items():
@@ -180,7 +185,16 @@ QA_EXAMPLES = (
 )
 
 
-def qa_questions(sizes: tuple[int, ...]) -> tuple[list[tuple[str, Any]], list[Any]]:
+REACT_EXAMPLES = (
+    "Example. Question: Which river is longer, the Rhine or the Elbe?\n"
+    '{"tool_calls": [{"name": "search", "arguments": {"query": "Rhine river length"}}]}\n'
+    "Result of search: The Rhine is 1,230 km long.\n"
+    '{"tool_calls": [{"name": "search", "arguments": {"query": "Elbe river length"}}]}\n'
+    "Result of search: The Elbe is 1,094 km long.\nthe Rhine",
+)
+
+
+def qa_questions(sizes: dict[str, Any]) -> tuple[list[tuple[str, Any]], list[Any]]:
     """(kind, example) pairs and the passages to index (the full corpora in a full run)."""
     from ragloom.evals.datasets import load_hotpotqa, load_musique
 
@@ -189,12 +203,12 @@ def qa_questions(sizes: tuple[int, ...]) -> tuple[list[tuple[str, Any]], list[An
         (data_dir() / "hipporag_hotpotqa_musique_train100" / "hotpotqa_train.json").read_text()
     )
     kinds = {item["_id"]: item["type"] for item in raw}
-    comparison = [e for e in hotpot.examples if kinds[e.id] == "comparison"][: sizes[3]]
-    bridge = [e for e in hotpot.examples if kinds[e.id] == "bridge"][: sizes[4]]
+    comparison = [e for e in hotpot.examples if kinds[e.id] == "comparison"][: sizes["comparison"]]
+    bridge = [e for e in hotpot.examples if kinds[e.id] == "bridge"][: sizes["bridge"]]
     chosen = [("comparison", e) for e in comparison] + [("bridge", e) for e in bridge]
-    chosen += [("musique", e) for e in musique.examples[: sizes[5]]]
+    chosen += [("musique", e) for e in musique.examples[: sizes["musique"]]]
     corpus = [*hotpot.corpus, *musique.corpus]
-    if sum(sizes[3:]) <= 2:  # quick: the chosen questions' paragraphs plus 40 distractors
+    if len(chosen) <= 2:  # quick: the chosen questions' paragraphs plus 40 distractors
         gold = {g for _, e in chosen for g in e.gold_ids}
         corpus = [p for p in corpus if p.id in gold] + [p for p in corpus if p.id not in gold][:40]
     return chosen, corpus
@@ -217,7 +231,7 @@ def build_search(corpus: list[Any], embedder: Any, k: int = 3) -> Any:
     return Tool.from_function(search, name="search", timeout=60)
 
 
-async def qa(llm: Any, embedder: Any, sizes: tuple[int, ...]) -> dict[str, Any]:
+async def qa(llm: Any, embedder: Any, sizes: dict[str, Any]) -> dict[str, Any]:
     from ragloom.agent import Agent
     from ragloom.evals import Prediction
     from ragloom.evals.classic import exact_match, token_f1
@@ -231,7 +245,7 @@ async def qa(llm: Any, embedder: Any, sizes: tuple[int, ...]) -> dict[str, Any]:
     planner = LLMCompilerPlanner(llm, examples=QA_EXAMPLES, max_tokens=160)
     systems = {
         "compiler": Agent(llm, [search], planner=planner, max_replans=1),
-        "react": ReactAgent(llm, [search], max_steps=4),
+        "react": ReactAgent(llm, [search], max_steps=sizes["react_steps"], examples=REACT_EXAMPLES),
     }
     rows = []
     for kind, example in chosen:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ragloom.runtime.llm import Message
     from ragloom.tools import ToolRegistry
 
-__all__ = ["LLMCompilerPlanner"]
+__all__ = ["LLMCompilerPlanner", "example_plan", "render_tools"]
 
 
 @dataclass(slots=True)
@@ -62,8 +62,8 @@ class LLMCompilerPlanner:
         reason = rounds[-1].reason if rounds else ""
         return planner_messages(
             system=self.system,
-            tools=registry.render(),
-            num_tools=len(registry.names),
+            tools=render_tools(registry),
+            example=example_plan(registry, next_task_id(rounds)),
             question=question,
             examples=self.examples,
             first_id=next_task_id(rounds),
@@ -93,6 +93,40 @@ class LLMCompilerPlanner:
         params = self.params(registry, next_task_id(rounds))
         async for delta in self.llm.astream(prompt, params):
             yield delta
+
+
+def render_tools(registry: ToolRegistry) -> str:
+    """One ``- name(params): description`` line per tool.
+
+    Bullets, not numbers: small models copy numbered tool lists into their plans.
+
+    >>> from ragloom.tools import ToolRegistry
+    >>> def search(query: str) -> str:
+    ...     "Search the web."
+    ...     return ""
+    >>> render_tools(ToolRegistry([search]))
+    '- search(query: str): Search the web.'
+    """
+    lines = []
+    for tool in registry:
+        text = " ".join(tool.description.split())
+        lines.append(f"- {tool.signature()}: {text}" if text else f"- {tool.signature()}")
+    return "\n".join(lines)
+
+
+def example_plan(registry: ToolRegistry, first_id: int = 1) -> str:
+    """A one-call example in the plan format, built from the first tool.
+
+    >>> from ragloom.tools import ToolRegistry
+    >>> def search(query: str) -> str:
+    ...     return ""
+    >>> print(example_plan(ToolRegistry([search])))
+    1. search(query="...")
+    2. join()<END_OF_PLAN>
+    """
+    tool = next(iter(registry))
+    args = f'{tool.parameters[0]}="..."' if tool.parameters else ""
+    return f"{first_id}. {tool.name}({args})\n{first_id + 1}. join(){END_OF_PLAN}"
 
 
 def _replan_context(rounds: Sequence[PlanRound]) -> str:

@@ -24,17 +24,19 @@ __all__ = [
 END_OF_PLAN = "<END_OF_PLAN>"
 
 PLANNER_SYSTEM = """You write a plan of tool calls that answers the user's question.
-Tools (call them exactly as written):
+Tools:
 {tools}
-{join_number}. join(): collects the results of the tasks above and answers. Always the last task.
+- join(): collects the results of the tasks above and answers. Always the last task.
 
+Write one task per line, numbered from {first_id}: the number, a dot, then the call. Example:
+{example}
 Rules:
-- One task per line: `<id>. <tool>(<arguments>)`, ids increasing by one, starting at {first_id}.
-- Arguments are Python literals (strings in double quotes, numbers, lists) or `$N`, the output
-  of earlier task N. Only refer to tasks written earlier.
+- Arguments are Python literals (strings in double quotes, numbers, lists) or "$N", the output
+  of earlier task N (only tasks written earlier).
 - Maximise parallelism: tasks that do not need each other's output must not depend on each other.
-- Use as few tasks as the question needs. Finish with `<id>. join()` and then {end}.
-- Optionally write one `Thought: ...` line before a task. Write nothing else."""
+- Use as few tasks as the question needs; if no tool fits, write only `{first_id}. join()`.
+- End with the join() task, then {end}. Optionally a `Thought: ...` line before a task.
+  Write nothing else."""
 
 REPLAN_HINT = """A previous plan did not answer the question yet. Its tasks and results:
 {context}
@@ -46,18 +48,23 @@ JOINER_SYSTEM = """You read the results of tool calls and decide.
 If they answer the question, reply with JSON {{"action": "finish", "answer": "<the answer>"}}.
 If they do not and more tool calls would help, reply with JSON
 {{"action": "replan", "reason": "<what is missing>"}}.{replan_note}
-Answer briefly: the answer itself, not a sentence about it. Reply with the JSON object only."""
+The answer is as short as possible: a name, a number, a date, or yes/no - not a sentence.
+Reply with the JSON object only."""
 
 REAPER_SYSTEM = """You plan retrieval for a conversational assistant. Sources you can search:
 {tools}
-{join_number}. join(): gathers the evidence; always the last step.
+- join(): gathers the evidence; always the last step.
 
-Write the whole retrieval plan at once, one step per line: `<id>. <source>(<arguments>)`.
+Write the whole retrieval plan at once, one numbered step per line, starting at {first_id}.
+Example:
+{example}
+Rules:
 - Rewrite the user's words into a precise, self-contained search query for each step.
 - Use a source only if its description fits the question; search several sources in parallel
-  when the question needs them.
-- When a step needs the result of an earlier step (for example an id it found), pass `$N`.
-- End with `<id>. join()` and then {end}. Write nothing else."""
+  when the question needs them; if no source fits, write only `{first_id}. join()`.
+- When a step needs the result of an earlier step (for example an id it found), put "$N" in
+  its arguments.
+- End with the join() step, then {end}. Write nothing else."""
 
 ANSWER_SYSTEM = """Answer the question using only the evidence below. Cite the evidence you use
 with its id in square brackets, like [doc.md#3]. If the evidence does not contain the answer,
@@ -71,7 +78,7 @@ def planner_messages(
     *,
     system: str,
     tools: str,
-    num_tools: int,
+    example: str,
     question: str,
     examples: Sequence[str] = (),
     first_id: int = 1,
@@ -83,8 +90,8 @@ def planner_messages(
 
     Args:
         system: the system template, :data:`PLANNER_SYSTEM` or :data:`REAPER_SYSTEM`.
-        tools: the numbered tool descriptions (``ToolRegistry.render()``).
-        num_tools: how many tools ``tools`` lists (``join()`` gets the next number).
+        tools: the tool descriptions, one ``- name(params): text`` line each.
+        example: a short example plan in the right format (numbered from ``first_id``).
         question: the user's question.
         examples: few-shot examples, each a question followed by its plan.
         first_id: the first task id of this plan (it continues after a replan).
@@ -92,14 +99,12 @@ def planner_messages(
         reason: the joiner's reason for replanning.
         history: earlier turns of the conversation.
 
-    >>> m = planner_messages(system=PLANNER_SYSTEM, tools="1. search(q: str)", num_tools=1,
-    ...                      question="Who?")
+    >>> m = planner_messages(system=PLANNER_SYSTEM, tools="- search(q: str)",
+    ...                      example='1. search(q="x")\n2. join()', question="Who?")
     >>> m[-1]["content"]
     'Question: Who?'
     """
-    content = system.format(
-        tools=tools, join_number=num_tools + 1, first_id=first_id, end=END_OF_PLAN
-    )
+    content = system.format(tools=tools, example=example, first_id=first_id, end=END_OF_PLAN)
     if examples:
         content += "\n\nExamples:\n" + "\n\n".join(e.strip() for e in examples)
     messages: list[Message] = [{"role": "system", "content": content}, *history]

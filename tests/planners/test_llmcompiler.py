@@ -33,8 +33,9 @@ def test_prompt_lists_tools_rules_examples_and_join_last() -> None:
     example = 'Question: Who?\n1. search("who")\n2. join()'
     planner = LLMCompilerPlanner(FakeLLM(), examples=[example])
     system = planner.messages("What is the capital?", registry())[0]["content"]
-    assert "search" in system and "lookup" in system
-    assert "3. join()" in system  # two tools, join() numbered last
+    assert "- search(query: str): Search the web" in system and "- lookup(term: str)" in system
+    assert system.index("- lookup(") < system.index("- join()")  # join() listed last
+    assert '1. search(query="...")\n2. join()' in system  # an example in the plan format
     assert "$N" in system and "parallel" in system.lower() and END_OF_PLAN in system
     assert example in system
 
