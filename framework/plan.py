@@ -37,6 +37,7 @@ __all__ = ["Plan", "Task", "find_refs", "resolve_args"]
 
 JOIN = "join"
 _REF = re.compile(r"\$\{(\d+)\}|\$(\d+)")
+_CONTAINERS = (list, tuple, set, frozenset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +172,21 @@ def find_refs(value: Any) -> frozenset[int]:
     >>> sorted(find_refs({"a": "$1 and ${2}", "b": ["$3", 4]}))
     [1, 2, 3]
     """
+    refs: set[int] = set()
+    _collect_refs(value, refs)
+    return frozenset(refs)
+
+
+def _collect_refs(value: Any, refs: set[int]) -> None:
     if isinstance(value, str):
-        return frozenset(int(a or b) for a, b in _REF.findall(value))
-    if isinstance(value, dict):
-        return frozenset().union(*(find_refs(v) for v in value.values()))
-    if isinstance(value, list | tuple | set | frozenset):
-        return frozenset().union(*(find_refs(v) for v in value))
-    return frozenset()
+        if "$" in value:  # fast path: most arguments hold no reference
+            refs.update(int(a or b) for a, b in _REF.findall(value))
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_refs(item, refs)
+    elif isinstance(value, _CONTAINERS):
+        for item in value:
+            _collect_refs(item, refs)
 
 
 def resolve_args(task: Task, results: Mapping[int, Any]) -> dict[str, Any]:
@@ -189,6 +198,8 @@ def resolve_args(task: Task, results: Mapping[int, Any]) -> dict[str, Any]:
     >>> resolve_args(Task(3, "f", {"x": "$1", "y": ["n=${2}!"]}), {1: [1, 2], 2: 7})
     {'x': [1, 2], 'y': ['n=7!']}
     """
+    if not task.deps:  # no $N anywhere (deps include every reference)
+        return dict(task.args)
     missing = sorted(d for d in find_refs(task.args) if d not in results)
     if missing:
         raise PlanError(f"no result for ${missing[0]}", task_id=task.id, line=task.line)
@@ -235,6 +246,8 @@ def _lookup(registry: ToolRegistry, task: Task) -> Tool:
 
 def _substitute(value: Any, results: Mapping[int, Any]) -> Any:
     if isinstance(value, str):
+        if "$" not in value:
+            return value
         exact = _REF.fullmatch(value)
         if exact:
             return results[int(exact.group(1) or exact.group(2))]

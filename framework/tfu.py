@@ -19,6 +19,7 @@ itself (:mod:`ragloom.executors`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -35,6 +36,7 @@ from ragloom.trace import Trace
 __all__ = ["Observation", "RetryPolicy", "TaskEvent", "TaskFetchingUnit"]
 
 _log = logging.getLogger(__name__)
+_NO_LIMIT = contextlib.nullcontext()  # stateless, so one instance serves every call
 Tasks: TypeAlias = Plan | Iterable[Task] | AsyncIterable[Task]
 
 
@@ -315,9 +317,7 @@ class _Run:
     def _start(self, task: Task) -> None:
         self.trace.ready(task.id)
         self.active += 1
-        job = asyncio.ensure_future(self._execute(task))
-        self.running.add(job)
-        job.add_done_callback(self.running.discard)
+        self.running.add(self.loop.create_task(self._execute(task)))
 
     def _check_done(self) -> None:
         if not self.stream_ended:
@@ -338,6 +338,7 @@ class _Run:
             obs = await self._call(task)
         finally:
             self.active -= 1
+            self.running.discard(asyncio.current_task())  # type: ignore[arg-type]
         self.finish(obs)
 
     async def _call(self, task: Task) -> Observation:
@@ -374,18 +375,10 @@ class _Run:
 
     def _semaphore(self, tool: Tool) -> Any:
         if tool.max_concurrency is None:
-            return _NoLimit()
+            return _NO_LIMIT
         if tool.name not in self.semaphores:
             self.semaphores[tool.name] = asyncio.Semaphore(tool.max_concurrency)
         return self.semaphores[tool.name]
-
-
-class _NoLimit:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def _skipped(task: Task, failed: Observation) -> Observation:

@@ -76,6 +76,7 @@ class Tool:
         self.name = name
         self.description = description
         self.args_schema = args_schema
+        self._params = tuple(args_schema.model_fields)  # (pydantic's accessor is slow)
         self.func = func
         self.coroutine = coroutine
         self.timeout = timeout
@@ -141,7 +142,7 @@ class Tool:
     @property
     def parameters(self) -> list[str]:
         """Parameter names in order (positional plan arguments map onto these)."""
-        return list(self.args_schema.model_fields)
+        return list(self._params)
 
     def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """Check ``args`` against the schema; returns keyword arguments ready for the call.
@@ -156,14 +157,15 @@ class Tool:
         """
         named = self.bind(args)
         try:
-            model = self.args_schema.model_validate(named)
+            model = self.args_schema.__pydantic_validator__.validate_python(named)
         except pydantic.ValidationError as exc:
             raise ToolError(describe_errors(exc.errors()), tool=self.name) from None
-        return {field: getattr(model, field) for field in self.args_schema.model_fields}
+        values = model.__dict__
+        return {field: values[field] for field in self._params}
 
     def bind(self, args: dict[str, Any]) -> dict[str, Any]:
         """Map positional keys (``"0"``, ``"1"``...) onto parameter names; no type checks."""
-        params = self.parameters
+        params = self._params
         named: dict[str, Any] = {}
         for key, value in args.items():
             if key.isdigit():
