@@ -30,8 +30,30 @@ if TYPE_CHECKING:
     from ragloom.retrievers import RetrievalSource
     from ragloom.runtime.llm import Message
     from ragloom.tfu import Observation
+    from ragloom.tools import Tool
 
-__all__ = ["CitingAnswerer", "Reaper", "reaper_planner", "source_report"]
+__all__ = ["CitingAnswerer", "Evidence", "Reaper", "reaper_planner", "source_report", "source_tool"]
+
+
+class Evidence(list):  # type: ignore[type-arg]
+    """The hits a source returned: still a list of hits, but ``str()`` gives ``[id] text``
+    lines, so a dependent step's ``"... $1 ..."`` argument reads as text, not as reprs."""
+
+    def __str__(self) -> str:
+        return render_value(list(self), max_chars=2000)
+
+
+def source_tool(source: RetrievalSource) -> Tool:
+    """A source as a tool that returns :class:`Evidence` (hits kept for citations)."""
+    from ragloom.tools import Tool
+
+    raw = source.as_tool(render=False)
+    assert raw.func is not None
+
+    def call(**kwargs: Any) -> Evidence:
+        return Evidence(raw.func(**kwargs))  # type: ignore[misc]
+
+    return Tool(raw.name, raw.description, raw.args_schema, func=call, timeout=raw.timeout)
 
 
 def reaper_planner(
@@ -163,7 +185,7 @@ class Reaper:
         self.planner = reaper_planner(llm, sources, examples=examples, constrained=constrained)
         self.agent = Agent(
             llm,
-            [s.as_tool() for s in sources],
+            [source_tool(s) for s in sources],
             planner=self.planner,
             joiner=CitingAnswerer(llm),
             max_replans=0,

@@ -3,59 +3,46 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from ragloom.errors import ConfigError
 from ragloom.planners.reaper import Reaper, source_report
 from ragloom.retrievers._types import Chunk, Hit
+from ragloom.retrievers.sources import RetrievalSource
 from ragloom.runtime import FakeLLM
-from ragloom.tools import Tool
 
 
 @dataclass
-class Source:
-    """A RetrievalSource-shaped source over a fixed answer table (name, description, examples)."""
+class TableRetriever:
+    """A retriever over a fixed table: the first key found in the query selects the hits."""
 
-    name: str
-    description: str
     table: dict[str, list[tuple[str, str]]]
-    examples: list[str] = field(default_factory=list)
     broken: bool = False
     queries: list[str] = field(default_factory=list)
 
-    def search(self, query: str) -> list[Hit]:
+    def retrieve(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> list[Hit]:
         self.queries.append(query)
         if self.broken:
-            raise ConnectionError(f"{self.name} is down")
+            raise ConnectionError("the reviews service is down")
         found = next((rows for key, rows in self.table.items() if key in query.lower()), [])
-        return [Hit(Chunk(cid, text), 1.0 - i / 10, i) for i, (cid, text) in enumerate(found)]
-
-    def as_tool(self) -> Tool:
-        def search(query: str) -> list[Hit]:
-            return self.search(query)
-
-        return Tool.from_function(search, name=self.name, description=self.description)
+        return [Hit(Chunk(cid, text), 1.0 - i / 10, i) for i, (cid, text) in enumerate(found)][:k]
 
 
-def sources() -> list[Source]:
+def sources() -> list[RetrievalSource]:
+    orders = {"ada": [("orders.csv#7", "Order 7 by Ada: product Lumo desk lamp, shipped")]}
+    products = {"lumo": [("lumo.md#2", "The Lumo desk lamp is dimmable in 5 steps.")]}
     return [
-        Source(
+        RetrievalSource(
             "orders",
             "customer orders by customer name or order number",
-            {"ada": [("orders.csv#7", "Order 7 by Ada: product Lumo desk lamp, shipped")]},
-            examples=[
-                'Question: what did Bo order?\n1. orders("orders of customer Bo")\n'
-                "2. join()<END_OF_PLAN>"
-            ],
+            TableRetriever(orders),
+            examples=["orders of customer Bo"],
         ),
-        Source(
-            "products",
-            "product manuals and specifications",
-            {"lumo": [("lumo.md#2", "The Lumo desk lamp is dimmable in 5 steps.")]},
-        ),
-        Source("reviews", "customer reviews of products", {}, broken=True),
-        Source("faq", "frequently asked questions about shipping", {}),
+        RetrievalSource("products", "product manuals and specifications", TableRetriever(products)),
+        RetrievalSource("reviews", "customer reviews of products", TableRetriever({}, True)),
+        RetrievalSource("faq", "frequently asked questions about shipping", TableRetriever({})),
     ]
 
 
@@ -76,11 +63,12 @@ def test_one_plan_call_dependent_steps_citations_and_reported_failures() -> None
     assert len(llm.prompts) == 2, "one planning call and one answering call"
     plan_prompt, answer_prompt = llm.prompts
     assert "orders" in plan_prompt and "customer reviews" in plan_prompt
-    assert "orders of customer Bo" in plan_prompt  # a source's own examples reach the prompt
-    # step 2 ran with step 1's result inside its query
-    assert "Lumo desk lamp" in srcs[1].queries[0]
+    assert "orders of customer Bo" in plan_prompt  # a source's example queries reach the prompt
+    # step 2 ran with step 1's result, rendered as text, inside its query
+    query = srcs[1].retriever.queries[0]
+    assert query.startswith("manual of the product in [orders.csv#7] Order 7 by Ada")
     assert "[lumo.md#2] The Lumo desk lamp is dimmable" in answer_prompt
-    assert "reviews" in answer_prompt and "is down" in answer_prompt  # the model is told
+    assert "source 'reviews' failed" in answer_prompt and "is down" in answer_prompt
     assert result.answer.startswith("Yes, the lamp Ada ordered is dimmable [lumo.md#2].")
     assert "source 'reviews' failed" in result.answer  # reported, not hidden
     assert "source 'faq' found nothing" in result.answer
