@@ -62,6 +62,7 @@ class Sequence:
     finish_reason: FinishReason | None = None
     logprob: float = 0.0
     constraint: Any = None
+    generator: Any = None
     num_prompt_tokens: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,97 @@
+"""Drives an :class:`LLMEngine` from a daemon thread so that many callers share its batches.
+
+Callers on any thread (or event loop) ``submit`` token ids with a *listener*; the thread steps
+the engine while work is pending and calls each listener after every step that advanced its
+sequence (``listener(seq, None)``), or with the exception if a step failed. ``abort`` cancels a
+request and frees its blocks at the next step. Text, templates and futures are the caller's
+business (:mod:`ragloom.runtime.torch_llm`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
+
+from ragloom.runtime.engine.llm_engine import LLMEngine
+from ragloom.runtime.engine.sequence import Sequence
+from ragloom.runtime.llm import SamplingParams
+
+__all__ = ["BackgroundEngine", "Listener"]
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[Sequence, BaseException | None], None]
+
+
+class BackgroundEngine:
+    """A stepping thread around an engine.
+
+    Args:
+        engine: the engine to drive (only this thread calls its ``step``).
+    """
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self._listeners: dict[int, tuple[Sequence, Listener]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(
+        self,
+        token_ids: Seq[int],
+        params: SamplingParams,
+        listener: Listener,
+        *,
+        score_from: int | None = None,
+    ) -> Sequence:
+        """Queue a request (errors in its input raise here, in the caller's thread)."""
+        seq = self.engine.add_request(token_ids, params, score_from=score_from)
+        with self._lock:
+            self._listeners[seq.seq_id] = (seq, listener)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="ragloom-engine", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+        return seq
+
+    def abort(self, seq: Sequence) -> None:
+        """Cancel ``seq``; its listener hears of it after the next step."""
+        self.engine.abort(seq)
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self.engine.has_work():
+                try:
+                    changed = self.engine.step()
+                except BaseException as exc:  # handed to every waiting caller
+                    self._fail_all(exc)
+                    continue
+                for seq in changed:
+                    self._notify(seq, None)
+
+    def _notify(self, seq: Sequence, error: BaseException | None) -> None:
+        with self._lock:
+            entry = self._listeners.get(seq.seq_id)
+            if entry and (seq.is_finished or error is not None):
+                del self._listeners[seq.seq_id]
+        if entry:
+            try:
+                entry[1](seq, error)
+            except Exception:  # a caller that went away (closed event loop) must not stop us
+                logger.exception("listener of sequence %d failed", seq.seq_id)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._lock:
+            entries = list(self._listeners.values())
+        for seq, _ in entries:
+            if not seq.is_finished:
+                self.engine.cancel_now(seq)
+            self._notify(seq, exc)

@@ -1,0 +1,67 @@
+"""The engine's one validated configuration object.
+
+Says how big the paged KV cache is, how many tokens a step may run (chunked prefill), how many
+sequences may run at once, and the numeric format of the weights. Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ragloom.errors import ConfigError
+
+__all__ = ["EngineConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """Settings of the embedded engine.
+
+    Attributes:
+        block_size: token slots per KV block (also the prefix-cache granularity).
+        kv_cache_tokens: token slots in the paged KV cache (rounded down to whole blocks).
+        max_num_seqs: sequences that may run at once (continuous batching width).
+        max_num_batched_tokens: tokens one step may run (the chunked-prefill budget); running
+            decodes are scheduled first, so a long prompt never stalls them.
+        max_model_len: longest prompt + completion; None takes the model's context length,
+            capped at ``kv_cache_tokens``.
+        dtype: ``"float32"`` (exact dequantised weights) or ``"bfloat16"``.
+        quantization: ``"none"`` or ``"int8"`` (torch dynamic int8 linear layers; float32 only).
+        num_threads: torch CPU threads; None uses the cores that other processes leave idle.
+
+    >>> EngineConfig(block_size=16, kv_cache_tokens=4096).num_kv_blocks
+    256
+    """
+
+    block_size: int = 16
+    kv_cache_tokens: int = 16384
+    max_num_seqs: int = 16
+    max_num_batched_tokens: int = 512
+    max_model_len: int | None = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    quantization: Literal["none", "int8"] = "none"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.kv_cache_tokens < self.block_size:
+            raise ConfigError("kv_cache_tokens must hold at least one block")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.quantization not in ("none", "int8"):
+            raise ConfigError(f"quantization must be 'none' or 'int8', got {self.quantization!r}")
+        if self.quantization == "int8" and self.dtype != "float32":
+            raise ConfigError("quantization='int8' needs dtype='float32'")
+        if self.max_model_len is not None and self.max_model_len > self.kv_cache_tokens:
+            raise ConfigError(
+                f"max_model_len {self.max_model_len} exceeds kv_cache_tokens "
+                f"{self.kv_cache_tokens}: one sequence must fit in the KV cache"
+            )
+
+    @property
+    def num_kv_blocks(self) -> int:
+        """Blocks in the KV cache."""
+        return self.kv_cache_tokens // self.block_size

@@ -1,0 +1,135 @@
+"""Runs one scheduled step of the model over the paged KV cache.
+
+The runner owns the model and the KV cache tensors. Given the step's chunks (``(sequence,
+number of tokens)``, decodes first), it packs their tokens, computes KV slots from the block
+tables, builds the attention metadata, runs the model once and returns:
+
+- logits of the last token of every sequence that is ready to sample;
+- for scoring sequences, the summed log-probability of the tokens this chunk covers.
+
+It does not choose what runs (the scheduler does) or sample (the sampler does).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ragloom.runtime.engine.config import EngineConfig
+from ragloom.runtime.engine.sequence import Sequence
+from ragloom.runtime.layers.attention import AttentionMetadata, PrefillChunk
+from ragloom.runtime.layers.linear import quantize_linears
+from ragloom.runtime.models.llama import LlamaForCausalLM
+
+__all__ = ["ModelRunner", "StepOutput", "default_num_threads"]
+
+Chunk = tuple[Sequence, int]
+
+
+def default_num_threads() -> int:
+    """Torch threads for this machine: its cores, less those other processes keep busy.
+
+    subtle: an OpenMP op waits for its slowest thread; on a shared CPU a descheduled thread
+    makes every small op of a decode step 10x slower, so busy cores are left alone.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - int(os.getloadavg()[0]))
+
+
+@dataclass(slots=True)
+class StepOutput:
+    """What a step produced.
+
+    Attributes:
+        sample_seqs: sequences whose next token is to be sampled, in ``logits`` row order.
+        logits: ``[len(sample_seqs), vocab]`` float32.
+        scores: log-probability added to each scoring sequence by this step.
+    """
+
+    sample_seqs: list[Sequence]
+    logits: torch.Tensor
+    scores: list[tuple[Sequence, float]]
+
+
+class ModelRunner:
+    """Holds the model and the KV cache and runs steps.
+
+    Args:
+        model: a model from :mod:`ragloom.runtime.models`.
+        config: engine settings (KV cache size, dtype, quantisation, threads).
+    """
+
+    def __init__(self, model: LlamaForCausalLM, config: EngineConfig) -> None:
+        torch.set_num_threads(config.num_threads or default_num_threads())
+        self.block_size = config.block_size
+        dtype = getattr(torch, config.dtype)
+        self.model = quantize_linears(model.to(dtype), config.quantization)
+        cfg = model.config
+        self.vocab_size = cfg.vocab_size
+        shape = (cfg.num_layers, 2, config.num_kv_blocks * config.block_size)
+        self.kv_cache = torch.zeros(*shape, cfg.num_kv_heads, cfg.head_dim, dtype=dtype)
+        for i, attn in enumerate(model.attention_layers()):
+            attn.k_cache, attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+
+    def _slots(self, seq: Sequence, start: int, end: int) -> torch.Tensor:
+        table = torch.tensor(seq.block_table, dtype=torch.long)
+        slots = (table[:, None] * self.block_size + torch.arange(self.block_size)).flatten()
+        return slots[start:end]
+
+    def _metadata(self, chunks: list[Chunk]) -> tuple[list[int], list[int], AttentionMetadata]:
+        token_ids: list[int] = []
+        positions: list[int] = []
+        slot_parts: list[torch.Tensor] = []
+        decode_ctx: list[torch.Tensor] = []
+        prefills: list[PrefillChunk] = []
+        for seq, n in chunks:
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
+            row = len(token_ids)
+            token_ids += seq.token_ids[start:end]
+            positions += range(start, end)
+            context = self._slots(seq, 0, end)
+            slot_parts.append(context[start:end])
+            if n == 1 and not prefills:  # decode
+                decode_ctx.append(context)
+                continue
+            mask = None
+            if start:
+                q_pos = torch.arange(start, end)[:, None]
+                mask = torch.arange(end)[None, :] <= q_pos
+            prefills.append(PrefillChunk(row, row + n, context, mask))
+        meta = AttentionMetadata(torch.cat(slot_parts), len(decode_ctx), prefills=prefills)
+        if decode_ctx:
+            lengths = torch.tensor([len(c) for c in decode_ctx])
+            padded = torch.nn.utils.rnn.pad_sequence(decode_ctx, batch_first=True)
+            meta.decode_slots = padded
+            mask = torch.arange(padded.shape[1])[None, :] < lengths[:, None]
+            meta.decode_mask = mask[:, None, None, :]
+        return token_ids, positions, meta
+
+    @torch.inference_mode()
+    def run(self, chunks: list[Chunk]) -> StepOutput:
+        """Run the packed chunks (decodes first) through the model once."""
+        token_ids, positions, meta = self._metadata(chunks)
+        hidden = self.model(torch.tensor(token_ids), torch.tensor(positions), meta)
+        sample_rows: list[int] = []
+        sample_seqs: list[Sequence] = []
+        scores: list[tuple[Sequence, float]] = []
+        row = 0
+        for seq, n in chunks:
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
+            if seq.score_from is not None:  # scoring: log p(token[p + 1] | prefix) in this chunk
+                first = max(start, seq.score_from - 1)
+                last = min(end, seq.num_tokens - 1)
+                if last > first:
+                    rows = hidden[row + first - start : row + last - start]
+                    logp = torch.log_softmax(self.model.compute_logits(rows), dim=-1)
+                    targets = torch.tensor(seq.token_ids[first + 1 : last + 1])
+                    scores.append((seq, float(logp.gather(1, targets[:, None]).sum())))
+            elif end == seq.num_tokens:  # ready to sample
+                sample_rows.append(row + n - 1)
+                sample_seqs.append(seq)
+            row += n
+        logits = self.model.compute_logits(hidden[sample_rows]) if sample_rows else hidden[:0]
+        return StepOutput(sample_seqs, logits, scores)

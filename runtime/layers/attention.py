@@ -1,0 +1,104 @@
+"""Attention over the paged KV cache, in plain torch (``scaled_dot_product_attention``).
+
+Each step mixes decoding sequences (one new token each) and prefill chunks (many tokens of one
+sequence). The step's tokens are packed: decodes first, then one contiguous run per prefill
+chunk. New keys/values are written into their slots (``slot_mapping``), then:
+
+- decodes attend in one padded batch: their context slots are gathered into ``[B, L]`` with a
+  mask hiding the padding;
+- each prefill chunk attends to its gathered context with a causal mask offset by the tokens
+  already in the cache (prefix-cache hits, earlier chunks).
+
+No custom kernels, no CUDA-only code: correctness first, speed from batching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+__all__ = ["AttentionMetadata", "PagedAttention", "PrefillChunk"]
+
+
+@dataclass(slots=True)
+class PrefillChunk:
+    """One sequence's prefill chunk inside the packed step.
+
+    Attributes:
+        start: first row of the chunk in the packed tokens.
+        end: one past its last row.
+        context_slots: KV slots of the whole context (cached tokens, then the chunk).
+        mask: ``[chunk, context]`` causal mask, or None when the chunk is the whole context.
+    """
+
+    start: int
+    end: int
+    context_slots: torch.Tensor
+    mask: torch.Tensor | None
+
+
+@dataclass(slots=True)
+class AttentionMetadata:
+    """Where a step's tokens go in the KV cache and what each attends to.
+
+    Attributes:
+        slot_mapping: ``[tokens]`` KV slot of every packed token.
+        num_decodes: leading rows that are decodes.
+        decode_slots: ``[num_decodes, L]`` context slots per decode (padded).
+        decode_mask: ``[num_decodes, 1, 1, L]`` True where a slot is real.
+        prefills: the prefill chunks, in row order.
+    """
+
+    slot_mapping: torch.Tensor
+    num_decodes: int = 0
+    decode_slots: torch.Tensor | None = None
+    decode_mask: torch.Tensor | None = None
+    prefills: list[PrefillChunk] = field(default_factory=list)
+
+
+class PagedAttention(nn.Module):
+    """Store the new keys/values, then attend over each sequence's cached context.
+
+    Args:
+        num_heads: query heads.
+        num_kv_heads: key/value heads (grouped-query attention when fewer).
+        head_dim: size of one head.
+    """
+
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.k_cache = torch.empty(0)
+        self.v_cache = torch.empty(0)  # [slots, kv_heads, head_dim], set by the model runner
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """``q`` [T, heads, dim], ``k``/``v`` [T, kv_heads, dim] -> [T, heads, dim]."""
+        self.k_cache.index_copy_(0, meta.slot_mapping, k.to(self.k_cache.dtype))
+        self.v_cache.index_copy_(0, meta.slot_mapping, v.to(self.v_cache.dtype))
+        out = torch.empty_like(q)
+        gqa = self.num_heads != self.num_kv_heads
+        if meta.num_decodes:  # decode
+            assert meta.decode_slots is not None
+            kk = self.k_cache[meta.decode_slots].transpose(1, 2).to(q.dtype)
+            vv = self.v_cache[meta.decode_slots].transpose(1, 2).to(q.dtype)
+            qq = q[: meta.num_decodes].unsqueeze(2)
+            o = sdpa(qq, kk, vv, attn_mask=meta.decode_mask, enable_gqa=gqa)
+            out[: meta.num_decodes] = o.squeeze(2)
+        for chunk in meta.prefills:  # prefill
+            qq = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)
+            if chunk.mask is None:  # the chunk is the whole context
+                kk, vv = k[chunk.start : chunk.end], v[chunk.start : chunk.end]
+            else:
+                kk = self.k_cache[chunk.context_slots].to(q.dtype)
+                vv = self.v_cache[chunk.context_slots].to(q.dtype)
+            kk, vv = kk.transpose(0, 1).unsqueeze(0), vv.transpose(0, 1).unsqueeze(0)
+            o = sdpa(qq, kk, vv, attn_mask=chunk.mask, is_causal=chunk.mask is None, enable_gqa=gqa)
+            out[chunk.start : chunk.end] = o[0].transpose(0, 1)
+        return out

@@ -1,0 +1,32 @@
+"""Token embedding and the language-model head (logits only for the rows that need them).
+
+The head may share its weight with the embedding (tied word embeddings).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["LMHead", "VocabEmbedding"]
+
+
+class VocabEmbedding(nn.Embedding):
+    """Token id -> hidden vector."""
+
+
+class LMHead(nn.Module):
+    """Hidden vectors -> float32 logits over the vocabulary.
+
+    Args:
+        vocab_size: rows of the output projection.
+        hidden_size: width of the hidden state.
+    """
+
+    def __init__(self, vocab_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, vocab_size, bias=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits for every row of ``hidden`` (select the rows before calling)."""
+        return self.proj(hidden).float()

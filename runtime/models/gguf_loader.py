@@ -1,0 +1,222 @@
+"""Load a GGUF file into a torch model, its tokenizer and chat template, offline.
+
+The first load reads the file with the ``gguf`` package, dequantises every tensor to float32
+(the exact values llama.cpp computes with), maps llama.cpp's tensor names onto the models in
+this folder (fusing Q/K/V and gate/up, un-permuting llama's Q/K rows) and builds the tokenizer
+and chat template from the file's own metadata through ``transformers``. The converted weights,
+config and tokenizer are then cached as safetensors in ``cache_dir("weights", <sha256 of the
+file>)``, so later loads skip the dequantisation (seconds instead of a minute for 0.5B).
+
+This module does not locate packaged models (:mod:`ragloom.runtime.model_files` does) and does
+not run them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ragloom._config import cache_dir
+from ragloom.errors import ModelError
+from ragloom.runtime.models.config import ModelConfig
+from ragloom.runtime.models.llama import LlamaForCausalLM
+from ragloom.runtime.models.qwen2 import Qwen2ForCausalLM
+
+__all__ = ["ARCHITECTURES", "LoadedModel", "file_sha256", "load_gguf"]
+
+ARCHITECTURES: dict[str, type[LlamaForCausalLM]] = {
+    "llama": LlamaForCausalLM,
+    "qwen2": Qwen2ForCausalLM,
+}
+_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>")
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A model ready to run.
+
+    Attributes:
+        model: the torch module (eval mode).
+        config: its shape.
+        tokenizer: a ``transformers`` fast tokenizer carrying the chat template.
+        eos_token_ids: tokens that end a generation (the file's own end-of-sequence first).
+        path: the GGUF file it came from.
+    """
+
+    model: LlamaForCausalLM
+    config: ModelConfig
+    tokenizer: Any
+    eos_token_ids: tuple[int, ...]
+    path: Path
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a llama or qwen2 GGUF file, using the converted-weights cache when it is warm.
+
+    Args:
+        path: the ``.gguf`` file.
+        dtype: parameter dtype (float32 keeps the dequantised values exact).
+
+    Raises:
+        ModelError: the file is missing, is not a readable GGUF file (the message names it) or
+            holds an architecture other than llama/qwen2.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"model file {str(path)!r} does not exist")
+    folder = cache_dir("weights", file_sha256(path))
+    if not (folder / "done").exists():
+        _convert(path, folder)
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    config = ModelConfig.load(folder / "config.json")
+    meta = json.loads((folder / "meta.json").read_text())
+    with torch.device("meta"):
+        model = ARCHITECTURES[config.architecture](config)
+    state = load_file(folder / "model.safetensors")
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    tied = ["lm_head.proj.weight"] if config.tie_word_embeddings else []
+    if missing != tied or unexpected:
+        raise ModelError(f"cached weights of {path.name} do not fit: {missing} {unexpected}")
+    if config.tie_word_embeddings:
+        model.lm_head.proj.weight = model.model.embed_tokens.weight
+    model = model.to(dtype).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    return LoadedModel(model, config, tokenizer, tuple(meta["eos_token_ids"]), path)
+
+
+def _convert(path: Path, folder: Path) -> None:
+    """Dequantise ``path`` into ``folder`` (written to a temporary folder, then renamed)."""
+    from safetensors.torch import save_file
+
+    reader = _open_reader(path)
+    config = _read_config(reader, path)
+    state = _dequantize(reader, config, ARCHITECTURES[config.architecture].permute_qk)
+    tokenizer = _read_tokenizer(path)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(state, tmp / "model.safetensors")
+    config.save(tmp / "config.json")
+    tokenizer.save_pretrained(tmp / "tokenizer")
+    meta = {"eos_token_ids": _eos_token_ids(reader, tokenizer), "source": path.name}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    (tmp / "done").touch()
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def _open_reader(path: Path) -> Any:
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(path)
+    except Exception as exc:  # gguf raises ValueError, struct/numpy errors on bad bytes
+        raise ModelError(f"{str(path)!r} is not a readable GGUF file: {exc}") from exc
+
+
+def _field(reader: Any, key: str, default: Any = None) -> Any:
+    item = reader.fields.get(key)
+    return default if item is None else item.contents()
+
+
+def _read_config(reader: Any, path: Path) -> ModelConfig:
+    arch = _field(reader, "general.architecture")
+    if arch not in ARCHITECTURES:
+        raise ModelError(
+            f"{path.name}: architecture {arch!r} is not supported (supported: "
+            f"{', '.join(ARCHITECTURES)})"
+        )
+    names = {t.name for t in reader.tensors}
+    hidden = int(_field(reader, f"{arch}.embedding_length"))
+    heads = int(_field(reader, f"{arch}.attention.head_count"))
+    return ModelConfig(
+        architecture=arch,
+        vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
+        hidden_size=hidden,
+        intermediate_size=int(_field(reader, f"{arch}.feed_forward_length")),
+        num_layers=int(_field(reader, f"{arch}.block_count")),
+        num_heads=heads,
+        num_kv_heads=int(_field(reader, f"{arch}.attention.head_count_kv", heads)),
+        head_dim=int(_field(reader, f"{arch}.rope.dimension_count", hidden // heads)),
+        rope_theta=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+        rms_norm_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon")),
+        context_length=int(_field(reader, f"{arch}.context_length", 2048)),
+        tie_word_embeddings="output.weight" not in names,
+        attention_bias="blk.0.attn_q.bias" in names,
+    )
+
+
+def _unpermute(w: np.ndarray, num_heads: int) -> np.ndarray:
+    """Undo llama.cpp's interleaved-rope row order (``[h, d/2, 2] -> [h, 2, d/2]``)."""
+    return w.reshape(num_heads, -1, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _dequantize(reader: Any, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Tensor]:
+    from gguf import dequantize
+
+    raw: dict[str, np.ndarray] = {}
+    for tensor in reader.tensors:
+        w = dequantize(tensor.data, tensor.tensor_type).astype(np.float32, copy=False)
+        raw[tensor.name] = w.reshape([int(d) for d in reversed(tensor.shape)])
+    if permute_qk:
+        for i in range(cfg.num_layers):
+            raw[f"blk.{i}.attn_q.weight"] = _unpermute(raw[f"blk.{i}.attn_q.weight"], cfg.num_heads)
+            raw[f"blk.{i}.attn_k.weight"] = _unpermute(
+                raw[f"blk.{i}.attn_k.weight"], cfg.num_kv_heads
+            )
+    state = {
+        "model.embed_tokens.weight": raw.pop("token_embd.weight"),
+        "model.norm.weight": raw.pop("output_norm.weight"),
+    }
+    if "output.weight" in raw:
+        state["lm_head.proj.weight"] = raw.pop("output.weight")
+    for i in range(cfg.num_layers):
+        b, p = f"blk.{i}.", f"model.layers.{i}."
+        for src, dst in _LAYER_NAMES.items():
+            state[p + dst] = raw.pop(b + src)
+        qkv = [raw.pop(b + f"attn_{x}.weight") for x in "qkv"]
+        state[p + "self_attn.qkv_proj.weight"] = np.concatenate(qkv)
+        if cfg.attention_bias:
+            biases = [raw.pop(b + f"attn_{x}.bias") for x in "qkv"]
+            state[p + "self_attn.qkv_proj.bias"] = np.concatenate(biases)
+        gate_up = [raw.pop(b + "ffn_gate.weight"), raw.pop(b + "ffn_up.weight")]
+        state[p + "mlp.gate_up_proj.weight"] = np.concatenate(gate_up)
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
+
+
+def _read_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as exc:  # transformers raises several kinds on bad metadata
+        raise ModelError(
+            f"{path.name}: cannot build the tokenizer from its metadata: {exc}"
+        ) from exc
+
+
+def _eos_token_ids(reader: Any, tokenizer: Any) -> list[int]:
+    eos = int(_field(reader, "tokenizer.ggml.eos_token_id"))
+    vocab = tokenizer.get_vocab()
+    return [eos, *sorted({vocab[t] for t in _END_TOKENS if t in vocab} - {eos})]

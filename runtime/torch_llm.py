@@ -1,0 +1,216 @@
+"""``TorchLLM``: the embedded pure-PyTorch engine behind ragloom's LLM protocol.
+
+Loads a GGUF model (a packaged name such as ``"qwen2.5-coder-0.5b-instruct"`` or a path),
+renders chat messages with the model's own chat template and serves every call through one
+continuous-batching engine with a prefix-cached paged KV cache, so concurrent planners,
+joiners and judges share batches and reuse each other's prompt prefixes:
+
+- ``generate`` / ``agenerate`` submit all prompts at once (one batch);
+- ``stream`` / ``astream`` yield text deltas as tokens arrive; leaving the loop cancels the
+  request and frees its blocks (so does cancelling ``agenerate``);
+- ``score`` returns log-probabilities of continuations, batched and prefix-cached;
+- ``SamplingParams.grammar`` constrains decoding through :mod:`ragloom.runtime.constrained`.
+
+This module does not pick backends (:mod:`ragloom.runtime.factory` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ragloom.errors import ConfigError
+from ragloom.runtime.engine.background import BackgroundEngine
+from ragloom.runtime.engine.config import EngineConfig
+from ragloom.runtime.engine.llm_engine import LLMEngine
+from ragloom.runtime.engine.sequence import Sequence as Seq
+from ragloom.runtime.llm import BaseLLM, Completion, Prompt, SamplingParams, apply_stop
+
+__all__ = ["TorchLLM"]
+
+
+class TorchLLM(BaseLLM):
+    """The embedded engine as an :class:`~ragloom.runtime.llm.LLM`.
+
+    Args:
+        model: a packaged model name (see :func:`ragloom.runtime.model_files.list_models`) or
+            a path to a llama/qwen2 ``.gguf`` file.
+        config: engine settings; keyword ``settings`` build one when it is None.
+        **settings: fields of :class:`~ragloom.runtime.engine.config.EngineConfig`.
+
+    Raises:
+        ModelError: the model is unknown, missing or not a readable GGUF file.
+
+    >>> llm = TorchLLM("smollm2-135m-instruct", quantization="int8")  # doctest: +SKIP
+    >>> llm.generate([[{"role": "user", "content": "Capital of France?"}]])[0].text
+    ... # doctest: +SKIP
+    'The capital of France is Paris.'
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "qwen2.5-coder-0.5b-instruct",
+        *,
+        config: EngineConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        from ragloom.runtime.model_files import resolve_model
+        from ragloom.runtime.models.gguf_loader import load_gguf
+
+        path = resolve_model(model)
+        name = os.fspath(model)
+        self.model_name = Path(name).stem if name.lower().endswith(".gguf") else name
+        loaded = load_gguf(path)
+        self.tokenizer = loaded.tokenizer
+        self.engine = LLMEngine(loaded, config or EngineConfig(**settings))
+        self._background = BackgroundEngine(self.engine)
+
+    # text <-> tokens
+    def render(self, prompt: Prompt) -> str:
+        """Plain text as is; chat messages through the model's chat template."""
+        if isinstance(prompt, str):
+            return prompt
+        return str(
+            self.tokenizer.apply_chat_template(
+                list(prompt), tokenize=False, add_generation_prompt=True
+            )
+        )
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of the rendered prompt."""
+        return list(self.tokenizer.encode(self.render(prompt)))
+
+    def _text(self, seq: Seq) -> str:
+        return str(self.tokenizer.decode(seq.completion_token_ids, skip_special_tokens=True))
+
+    def _completion(self, seq: Seq) -> Completion:
+        text, stopped = apply_stop(self._text(seq), seq.params.stop)
+        reason = "stop" if stopped else (seq.finish_reason or "length")
+        return Completion(
+            text=text,
+            finish_reason=reason,
+            prompt_tokens=seq.num_prompt_tokens,
+            completion_tokens=seq.num_completion_tokens,
+            cached_tokens=seq.num_cached_tokens,
+        )
+
+    # the protocol
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Completion]:
+        """Complete every prompt in one batch."""
+        params = params or SamplingParams()
+        done: queue.Queue[BaseException | None] = queue.Queue()
+        ids = [self.encode(p) for p in prompts]
+        seqs = [self._background.submit(i, params, self._on_finish(done.put)) for i in ids]
+        try:
+            for _ in seqs:
+                error = done.get()
+                if error is not None:
+                    raise error
+        finally:
+            for seq in seqs:
+                if not seq.is_finished:
+                    self._background.abort(seq)
+        return [self._completion(s) for s in seqs]
+
+    async def agenerate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Completion]:
+        """Async twin of :meth:`generate`; cancelling it cancels the requests."""
+        params = params or SamplingParams()
+        loop = asyncio.get_running_loop()
+        futures = []
+        seqs = []
+        for prompt in prompts:
+            future: asyncio.Future[None] = loop.create_future()
+            futures.append(future)
+            listener = self._on_finish(_future_setter(loop, future))
+            seqs.append(self._background.submit(self.encode(prompt), params, listener))
+        try:
+            await asyncio.gather(*futures)
+        finally:
+            for seq in seqs:
+                if not seq.is_finished:
+                    self._background.abort(seq)
+        return [self._completion(s) for s in seqs]
+
+    def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
+        updates: queue.Queue[BaseException | None] = queue.Queue()
+        seq = self._background.submit(
+            self.encode(prompt), params, lambda s, error: updates.put(error)
+        )
+        emitted = ""
+        try:
+            while True:
+                error = updates.get()
+                if error is not None:
+                    raise error
+                text = self._text(seq)
+                if not text.endswith("\ufffd") and len(text) > len(emitted):
+                    yield text[len(emitted) :]
+                    emitted = text
+                if seq.is_finished and updates.empty():
+                    return
+        finally:
+            if not seq.is_finished:
+                self._background.abort(seq)
+
+    def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
+        """Log-probability of each choice as the continuation of each prompt (batched)."""
+        params = SamplingParams(max_tokens=1)
+        done: queue.Queue[BaseException | None] = queue.Queue()
+        seqs = []
+        for prompt in prompts:
+            head = self.encode(prompt)
+            for choice in choices:
+                tail = list(self.tokenizer.encode(choice, add_special_tokens=False))
+                listener = self._on_finish(done.put)
+                seqs.append(
+                    self._background.submit(head + tail, params, listener, score_from=len(head))
+                )
+        for _ in seqs:
+            error = done.get()
+            if error is not None:
+                raise error
+        scores = [s.logprob for s in seqs]
+        width = len(choices)
+        return [scores[i * width : (i + 1) * width] for i in range(len(prompts))]
+
+    def reset_prefix_cache(self) -> int:
+        """Forget every cached prefix (call it while no request runs); return the blocks freed.
+
+        Raises:
+            ConfigError: requests are still running.
+        """
+        if self.engine.has_work():
+            raise ConfigError("reset_prefix_cache() needs an idle engine: requests are running")
+        return self.engine.scheduler.block_manager.evict_cached()
+
+    @staticmethod
+    def _on_finish(put: Any) -> Any:
+        def listener(seq: Seq, error: BaseException | None) -> None:
+            if error is not None or seq.is_finished:
+                put(error)
+
+        return listener
+
+
+def _future_setter(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Any:
+    def put(error: BaseException | None) -> None:
+        def settle() -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        if not loop.is_closed():  # the caller may have gone (cancelled, loop shut down)
+            loop.call_soon_threadsafe(settle)
+
+    return put

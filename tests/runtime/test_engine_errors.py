@@ -1,0 +1,78 @@
+"""Bad input to the engine gets a clear error from ragloom's error tree; nothing crashes."""
+
+from __future__ import annotations
+
+import pytest
+from _engine_models import SMOL, fresh_engine, smol_llm
+
+from ragloom.errors import ConfigError, ContextWindowError, ModelError
+from ragloom.runtime.engine.config import EngineConfig
+from ragloom.runtime.llm import SamplingParams
+from ragloom.runtime.model_files import resolve_model
+from ragloom.runtime.models.gguf_loader import load_gguf
+
+
+@pytest.mark.model
+def test_prompt_longer_than_the_context_window():
+    engine = fresh_engine(kv_cache_tokens=256)
+    with pytest.raises(ContextWindowError, match="300 tokens but the context window is 256"):
+        engine.add_request(list(range(300)), SamplingParams())
+    with pytest.raises(ContextWindowError):
+        smol_llm().generate(["word " * 9000])
+
+
+@pytest.mark.model
+def test_generation_stops_at_the_context_window_with_length():
+    engine = fresh_engine(kv_cache_tokens=64)
+    seq = engine.generate([list(range(100, 150))], SamplingParams(max_tokens=100))[0]
+    assert seq.finish_reason == "length" and seq.num_tokens == 64
+
+
+@pytest.mark.parametrize("max_tokens", [0, -3])
+def test_max_tokens_must_be_positive(max_tokens):
+    with pytest.raises(ConfigError, match="max_tokens"):
+        SamplingParams(max_tokens=max_tokens)
+
+
+@pytest.mark.model
+def test_empty_prompt():
+    with pytest.raises(ConfigError, match="empty"):
+        fresh_engine().add_request([], SamplingParams())
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"block_size": 0}, "block_size"),
+        ({"kv_cache_tokens": 8, "block_size": 16}, "one block"),
+        ({"max_model_len": 4096, "kv_cache_tokens": 1024}, "max_model_len"),
+        ({"quantization": "int4"}, "quantization"),
+        ({"quantization": "int8", "dtype": "bfloat16"}, "float32"),
+    ],
+)
+def test_engine_config_is_validated(settings, match):
+    with pytest.raises(ConfigError, match=match):
+        EngineConfig(**settings)
+
+
+def test_unknown_model_path(tmp_path):
+    from ragloom.runtime.torch_llm import TorchLLM
+
+    with pytest.raises(ModelError, match="no-such-model"):
+        TorchLLM("no-such-model")
+    with pytest.raises(ModelError, match="missing.gguf"):
+        load_gguf(tmp_path / "missing.gguf")
+
+
+def test_corrupt_gguf_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))
+    garbage = tmp_path / "garbage.gguf"
+    garbage.write_bytes(b"GGUF" + b"\xff" * 4096)
+    with pytest.raises(ModelError, match="garbage.gguf"):
+        load_gguf(garbage)
+    truncated = tmp_path / "truncated.gguf"
+    with resolve_model(SMOL).open("rb") as src, truncated.open("wb") as dst:
+        dst.write(src.read(2 << 20))  # the first 2 MiB of a 98 MiB file
+    with pytest.raises(ModelError, match="truncated.gguf"):
+        load_gguf(truncated)
+    assert not any((tmp_path / "cache").rglob("model.safetensors"))  # nothing half-written kept
