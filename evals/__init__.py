@@ -10,9 +10,9 @@ from typing import Any
 
 # public name -> module that defines it (imported on first use, so importing stays light).
 _LAZY: dict[str, str] = {
-    "AnswerCorrectness": "ragloom.evals.judged",
-    "AnswerRelevancy": "ragloom.evals.judged",
-    "AnswerSimilarity": "ragloom.evals.judged",
+    "AnswerCorrectness": "ragloom.evals.answer_metrics",
+    "AnswerRelevancy": "ragloom.evals.answer_metrics",
+    "AnswerSimilarity": "ragloom.evals.answer_metrics",
     "Ask": "ragloom.evals.judge",
     "CachedLLM": "ragloom.evals.cache",
     "CellConfig": "ragloom.evals.pipeline",

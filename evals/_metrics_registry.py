@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragloom.errors import ConfigError
-from ragloom.evals import classic, judged
+from ragloom.evals import answer_metrics, classic, judged
 
 __all__ = ["ALL", "CLASSIC", "JUDGED", "NEEDS_ANSWER", "build_metrics"]
 
@@ -22,9 +22,9 @@ ALL = CLASSIC + JUDGED
 NEEDS_ANSWER = frozenset({"exact_match", "token_f1", "faithfulness", "answer_relevancy",
                           "answer_correctness", "answer_similarity"})
 _JUDGED_CLASSES: dict[str, type[judged.JudgedMetric]] = {
-    "answer_correctness": judged.AnswerCorrectness,
-    "answer_relevancy": judged.AnswerRelevancy,
-    "answer_similarity": judged.AnswerSimilarity,
+    "answer_correctness": answer_metrics.AnswerCorrectness,
+    "answer_relevancy": answer_metrics.AnswerRelevancy,
+    "answer_similarity": answer_metrics.AnswerSimilarity,
     "context_precision": judged.ContextPrecision,
     "context_recall": judged.ContextRecall,
     "faithfulness": judged.Faithfulness,

@@ -1,4 +1,4 @@
-"""The six RAG metrics that need a judge LLM and/or an embedder (RAGAS-style definitions).
+"""The judged-metric machinery and the three context metrics (RAGAS-style definitions).
 
 Each metric is written for one (example, prediction) as a small generator program that
 *yields* lists of :class:`~ragloom.evals.judge.Ask` and receives the judge's replies;
@@ -9,7 +9,9 @@ runs a single program; ``metric.batch(examples, predictions)`` runs many.
 Statements are extracted with one shared prompt, so the answer's claims extracted for
 faithfulness are a cache hit for answer correctness (and the reference's for context recall).
 
-This module does not run retrieval or generation, and loads no model itself.
+The answer metrics (relevancy, similarity, correctness) live in
+:mod:`ragloom.evals.answer_metrics`. This module does not run retrieval or generation, and
+loads no model itself.
 """
 
 from __future__ import annotations
@@ -22,24 +24,19 @@ import numpy as np
 
 from ragloom.errors import ConfigError
 from ragloom.evals._prompts import (
-    Questions,
     Relevance,
     Statements,
     Verdicts,
     extract_prompt,
-    questions_prompt,
     relevance_prompt,
     verify_prompt,
 )
 from ragloom.evals._types import Example, MetricResult, Prediction
-from ragloom.evals.classic import gold_matches, is_abstention
+from ragloom.evals.classic import gold_matches
 from ragloom.evals.judge import Ask, Judge, Reply
 from ragloom.retrievers._types import Embedder
 
 __all__ = [
-    "AnswerCorrectness",
-    "AnswerRelevancy",
-    "AnswerSimilarity",
     "ContextPrecision",
     "ContextRecall",
     "Faithfulness",
@@ -126,11 +123,11 @@ def _context(prediction: Prediction) -> str:
     return "\n\n".join(c.text for c in prediction.contexts if c.text.strip())
 
 
-def _statements(question: str, text: str) -> Ask[Statements]:
+def statements_ask(question: str, text: str) -> Ask[Statements]:
     return Ask(extract_prompt(question, text), Statements)
 
 
-def _verdicts(reply: Reply[Verdicts], n: int) -> list[int] | str:
+def verdicts_of(reply: Reply[Verdicts], n: int) -> list[int] | str:
     """The 0/1 verdicts, or why they are unusable."""
     if reply.value is None:
         return f"malformed judge verdict: {reply.error}"
@@ -143,7 +140,7 @@ def _verdicts(reply: Reply[Verdicts], n: int) -> list[int] | str:
 def _supported_share(statements: list[str], context: str, what: str) -> Program:
     """Sub-program: the share of ``statements`` the judge finds supported by ``context``."""
     (reply,) = yield [Ask(verify_prompt(statements, context), Verdicts)]
-    verdicts = _verdicts(reply, len(statements))
+    verdicts = verdicts_of(reply, len(statements))
     if isinstance(verdicts, str):
         return MetricResult(_NAN, verdicts)
     return MetricResult(sum(verdicts) / len(verdicts), f"{sum(verdicts)} of {len(verdicts)} {what}")
@@ -164,7 +161,7 @@ class Faithfulness(JudgedMetric):
     def program(self, example: Example, prediction: Prediction) -> Program:
         if not prediction.answer.strip():
             return MetricResult(_NAN, "empty answer: no claims to verify")
-        (claims,) = yield [_statements(example.question, prediction.answer)]
+        (claims,) = yield [statements_ask(example.question, prediction.answer)]
         if claims.value is None:
             return MetricResult(_NAN, f"malformed claim list: {claims.error}")
         statements = [s for s in claims.value.statements if s.strip()]
@@ -174,38 +171,6 @@ class Faithfulness(JudgedMetric):
         if not context:
             return MetricResult(0.0, f"no context: none of {len(statements)} claims supported")
         return (yield from _supported_share(statements, context, "claims supported"))
-
-
-class AnswerRelevancy(JudgedMetric):
-    """Mean cosine similarity between the question and questions generated from the answer.
-
-    The judge writes ``n`` questions the answer would answer and flags noncommittal answers;
-    score = mean cos(embed(question), embed(q_i)), and 0 if noncommittal. An empty answer
-    or an abstention scores 0 without a judge call.
-    """
-
-    name = "answer_relevancy"
-
-    def __init__(self, judge: Judge | None = None, embedder: Embedder | None = None,
-                 n: int = 3) -> None:
-        super().__init__(judge, embedder)
-        if not 1 <= n <= 5:
-            raise ConfigError(f"answer relevancy generates 1..5 questions, got n={n}")
-        self.n = n
-
-    def program(self, example: Example, prediction: Prediction) -> Program:
-        if is_abstention(prediction.answer):
-            return MetricResult(0.0, "empty or noncommittal answer")
-        (reply,) = yield [Ask(questions_prompt(prediction.answer, self.n), Questions)]
-        if reply.value is None:
-            return MetricResult(_NAN, f"malformed judge reply: {reply.error}")
-        if reply.value.noncommittal:
-            return MetricResult(0.0, "the judge found the answer noncommittal")
-        questions = [q for q in reply.value.questions if q.strip()]
-        if not questions:
-            return MetricResult(_NAN, "the judge generated no questions")
-        score = float(np.mean(self._cosines(example.question, questions)))
-        return MetricResult(max(score, 0.0), f"mean cosine over {len(questions)} questions")
 
 
 class ContextPrecision(JudgedMetric):
@@ -275,68 +240,8 @@ class ContextRecall(JudgedMetric):
         context = _context(prediction)
         if not context:
             return MetricResult(0.0, "no context retrieved")
-        (ref,) = yield [_statements(example.question, example.answers[0])]
+        (ref,) = yield [statements_ask(example.question, example.answers[0])]
         if ref.value is None or not ref.value.statements:
             return MetricResult(_NAN, f"no reference statements: {ref.error or 'empty list'}")
         statements = ref.value.statements
         return (yield from _supported_share(statements, context, "reference statements found"))
-
-
-class AnswerSimilarity(JudgedMetric):
-    """Cosine similarity of the embeddings of answer and reference (best reference).
-
-    No reference or an unanswerable question: NaN. Empty answer: 0.0. Negative cosines
-    are clipped to 0.
-    """
-
-    name = "answer_similarity"
-
-    def program(self, example: Example, prediction: Prediction) -> Program:
-        if not example.answerable or not example.answers:
-            return MetricResult(_NAN, "no reference answer")
-        if not prediction.answer.strip():
-            return MetricResult(0.0, "empty answer")
-        best = float(np.max(self._cosines(prediction.answer, example.answers)))
-        return MetricResult(max(best, 0.0), "cosine to the closest reference")
-        yield []  # pragma: no cover - makes this a generator; it never asks the judge
-
-
-class AnswerCorrectness(JudgedMetric):
-    """0.75 x F1(answer statements vs reference statements) + 0.25 x answer similarity.
-
-    TP = answer statements the reference supports, FP = the others, FN = reference
-    statements the answer does not cover; F1 = TP / (TP + (FP + FN) / 2). Unanswerable
-    question: 1.0 if the answer abstains, else 0.0. No reference: NaN. Empty answer: 0.0.
-
-    Example: 2 answer statements, verdicts [1, 0]; 2 reference statements, covered [1, 0];
-    similarity 0.8 -> F1 = 1 / (1 + 1) = 0.5 -> 0.75 * 0.5 + 0.25 * 0.8 = 0.575.
-    """
-
-    name = "answer_correctness"
-
-    def program(self, example: Example, prediction: Prediction) -> Program:
-        if not example.answerable:
-            ok = is_abstention(prediction.answer)
-            return MetricResult(float(ok), "unanswerable: " + ("abstained" if ok else "answered"))
-        if not example.answers:
-            return MetricResult(_NAN, "no reference answer")
-        if not prediction.answer.strip():
-            return MetricResult(0.0, "empty answer")
-        reference = example.answers[0]
-        mine, ref = yield [_statements(example.question, prediction.answer),
-                           _statements(example.question, reference)]
-        if mine.value is None or ref.value is None:
-            return MetricResult(_NAN, f"malformed statements: {mine.error or ref.error}")
-        a, r = mine.value.statements, ref.value.statements
-        f1 = 0.0
-        if a and r:
-            va, vr = yield [Ask(verify_prompt(a, reference), Verdicts),
-                            Ask(verify_prompt(r, prediction.answer), Verdicts)]
-            supported, covered = _verdicts(va, len(a)), _verdicts(vr, len(r))
-            if isinstance(supported, str) or isinstance(covered, str):
-                return MetricResult(_NAN, str(supported if isinstance(supported, str) else covered))
-            tp, fp, fn = sum(supported), len(a) - sum(supported), len(r) - sum(covered)
-            f1 = tp / (tp + 0.5 * (fp + fn)) if tp else 0.0
-        similarity = max(float(np.max(self._cosines(prediction.answer, example.answers))), 0.0)
-        score = 0.75 * f1 + 0.25 * similarity
-        return MetricResult(score, f"F1 {f1:.3f}, similarity {similarity:.3f}")
