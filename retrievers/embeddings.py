@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import sqlite3
 import threading
@@ -35,10 +36,13 @@ from ragloom.retrievers._types import Embedder
 __all__ = [
     "CachedEmbedder",
     "SentenceTransformerEmbedder",
+    "check_embedder",
     "default_embedder",
     "default_model_path",
+    "describe_embedder",
     "load_fast_tokenizer",
     "load_tokenizer",
+    "rebuild_embedder",
 ]
 
 Backend = Literal["torch", "onnx"]
@@ -123,6 +127,16 @@ class SentenceTransformerEmbedder:
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        self._options: dict[str, Any] = {
+            "model_path": None if model_path is None else str(model_path),
+            "device": device,
+            "batch_size": batch_size,
+            "normalize": normalize,
+            "backend": backend,
+            "quantize": quantize,
+            "max_seq_length": max_seq_length,
+            "model_name": model_name,
+        }
         self.batch_size = batch_size
         self.normalize = normalize
         self.backend: Backend = backend
@@ -176,6 +190,15 @@ class SentenceTransformerEmbedder:
         """Embed one query: shape ``(dim,)``."""
         return self.embed([text])[0]
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, for :meth:`from_config` (e.g. in a new process)."""
+        return dict(self._options)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SentenceTransformerEmbedder:
+        """Rebuild from :meth:`get_config`'s output."""
+        return cls(**config)
+
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder({self.model_name!r}, backend={self.backend!r})"
 
@@ -208,6 +231,7 @@ class CachedEmbedder:
         self.inner = inner
         self.model_name: str = inner.model_name
         self.dim: int = inner.dim
+        self._default_path = path is None
         self.path = (
             Path(path) if path is not None else cache_dir("embeddings") / "embeddings.sqlite"
         )
@@ -271,12 +295,78 @@ class CachedEmbedder:
                         found[key] = np.frombuffer(blob, dtype=np.float32)
         return found
 
+    def get_config(self) -> dict[str, Any]:
+        """The wrapped embedder's description and the cache file, for :meth:`from_config`."""
+        path = None if self._default_path else str(self.path)  # the default moves with the cache
+        return {"inner": describe_embedder(self.inner), "path": path}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CachedEmbedder:
+        """Rebuild from :meth:`get_config`'s output."""
+        return cls(rebuild_embedder(config["inner"]), config.get("path"))
+
     def close(self) -> None:
         """Close the cache file."""
         self._db.close()
 
     def __repr__(self) -> str:
         return f"CachedEmbedder({self.inner!r}, path={str(self.path)!r})"
+
+
+def describe_embedder(embedder: Embedder) -> dict[str, Any]:
+    """A JSON-able description that :func:`rebuild_embedder` turns back into the embedder.
+
+    Same shape as the one Chroma collections keep: ``class``, ``model_name``, ``dim`` and the
+    embedder's ``get_config()`` (empty when it has none).
+
+    >>> from ragloom.retrievers.base import HashEmbedder
+    >>> describe_embedder(HashEmbedder(8))["class"]
+    'ragloom.retrievers.base:HashEmbedder'
+    """
+    cls = type(embedder)
+    get = getattr(embedder, "get_config", None)
+    return {
+        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "model_name": embedder.model_name,
+        "dim": embedder.dim,
+        "config": get() if callable(get) else {},
+    }
+
+
+def rebuild_embedder(description: dict[str, Any]) -> Embedder:
+    """Rebuild an embedder from :func:`describe_embedder`'s output (ragloom classes only).
+
+    Raises:
+        ConfigError: the class is outside ragloom or cannot be rebuilt, or the rebuilt
+            embedder has another model name or dimension than recorded.
+    """
+    module_name, _, qualname = str(description.get("class", "")).partition(":")
+    if not module_name.startswith("ragloom.") or not qualname:
+        raise ConfigError(
+            f"cannot rebuild embedder {description.get('class')!r}: only ragloom classes are "
+            "rebuilt from disk; pass embedder= explicitly"
+        )
+    try:
+        cls: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        settings = dict(description.get("config") or {})
+        embedder = cls.from_config(settings) if hasattr(cls, "from_config") else cls(**settings)
+    except (ImportError, AttributeError, TypeError, KeyError) as exc:
+        raise ConfigError(f"cannot rebuild embedder {qualname}: {exc}; pass embedder=") from exc
+    check_embedder(embedder, description.get("model_name"), description.get("dim"))
+    return embedder  # type: ignore[no-any-return]
+
+
+def check_embedder(embedder: Embedder, model_name: str | None, dim: int | None) -> None:
+    """Raise :class:`ConfigError` unless ``embedder`` is the model an index was built with."""
+    if (model_name is not None and embedder.model_name != model_name) or (
+        dim is not None and embedder.dim != dim
+    ):
+        raise ConfigError(
+            f"embedder {embedder.model_name!r} ({embedder.dim} dims) does not match the index, "
+            f"built with {model_name!r} ({dim} dims); pass the embedder it was built with"
+        )
 
 
 # The fastest configuration that keeps the rankings (benchmarks/embed_backends.py): ONNX fp32
