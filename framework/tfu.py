@@ -336,6 +336,10 @@ class _Run:
     async def _execute(self, task: Task) -> None:
         try:
             obs = await self._call(task)
+        except (KeyboardInterrupt, SystemExit) as exc:  # not a tool failure: run() raises it
+            self.error = exc  # (re-raised here, asyncio would let it escape the event loop)
+            self.finished.set()
+            return
         finally:
             self.active -= 1
             self.running.discard(asyncio.current_task())  # type: ignore[arg-type]
@@ -366,7 +370,9 @@ class _Run:
                         self.unit._emit("started", task)
                     value = await with_timeout(self.executor.call(tool, kwargs), timeout, tool.name)
                 return Observation(task.id, tool.name, kwargs, value=value, attempts=attempt)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                    raise  # the run (or its caller) is cancelling us, not the tool failing
                 error = str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
                 if attempt == attempts or not isinstance(exc, policy.retry_on):
                     return Observation(task.id, tool.name, kwargs, error=error, attempts=attempt)
@@ -379,6 +385,11 @@ class _Run:
         if tool.name not in self.semaphores:
             self.semaphores[tool.name] = asyncio.Semaphore(tool.max_concurrency)
         return self.semaphores[tool.name]
+
+
+def _being_cancelled() -> bool:
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
 
 
 def _skipped(task: Task, failed: Observation) -> Observation:

@@ -298,6 +298,30 @@ async def test_a_broken_event_listener_does_not_break_the_run(caplog) -> None:
     assert out[1].value == 2 and "listener bug" in caplog.text
 
 
+async def test_a_tool_raising_cancelled_error_is_a_failure_not_a_hang() -> None:
+    async def gives_up() -> None:
+        """Cancels itself, as some client libraries do on their own timeouts."""
+        raise asyncio.CancelledError("upstream gave up")
+
+    reg = registry(Tool.from_function(gives_up))
+    out = await asyncio.wait_for(
+        TaskFetchingUnit(reg).run([Task(1, "gives_up"), Task(2, "echo", {"text": "$1"})]), 5
+    )
+    assert out[1].error == "CancelledError: upstream gave up"
+    assert out[2].error.startswith("dependency $1 failed")
+
+
+@pytest.mark.timeout(30)
+async def test_system_exit_in_a_tool_ends_the_run() -> None:
+    def leave() -> None:
+        """Exits."""
+        raise SystemExit(3)
+
+    unit = TaskFetchingUnit(registry(Tool.from_function(leave)))
+    with pytest.raises(SystemExit):  # (no wait_for: its task would let SystemExit escape)
+        await unit.run([Task(1, "leave"), Task(2, "echo", {"text": "x"})])
+
+
 async def test_a_failing_stream_ends_the_run_with_its_error() -> None:
     async def stream() -> AsyncIterator[Task]:
         yield Task(1, "echo", {"text": "a"})
