@@ -169,13 +169,17 @@ class VectorStore(ABC):
     def query_texts(
         self, texts: Sequence[str], k: int = 5, where: dict[str, Any] | None = None
     ) -> list[list[Hit]]:
-        """Embed ``texts`` with the store's embedder, then :meth:`query`."""
+        """Embed ``texts`` with the store's embedder (``embed_query``), then :meth:`query`."""
         if self.embedder is None:
             raise ConfigError(
                 f"{type(self).__name__} has no embedder: pass embedder= when creating it, "
                 "or call query() with embeddings"
             )
-        return self.query(self.embedder.embed(list(texts)), k, where)
+        if isinstance(texts, str):
+            raise ConfigError("query_texts takes a list of texts, not one string")
+        if not texts:
+            return []
+        return self.query(np.stack([self.embedder.embed_query(t) for t in texts]), k, where)
 
 
 def as_matrix(embeddings: ArrayLike, dim: int) -> npt.NDArray[np.float32]:

@@ -12,7 +12,6 @@ import json
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from ragloom._config import cache_dir, data_dir
@@ -42,11 +41,16 @@ def _covid_texts() -> tuple[list[str], list[str]]:
     return [windows[i] for i in picks], [questions[i] for i in ask]
 
 
-def _cached_embed(embedder: Any, texts: list[str], tag: str) -> npt.NDArray[np.float32]:
-    key = hashlib.sha256("\x00".join([embedder.model_name, *texts]).encode()).hexdigest()[:16]
+def _cached_embed(request: pytest.FixtureRequest, texts: list[str], tag: str) -> np.ndarray:
+    """Embeddings of ``texts`` from the .npy cache; the model is loaded only on a miss."""
+    from ragloom.retrievers.embeddings import DEFAULT_MODEL_NAME
+
+    key = hashlib.sha256("\x00".join([DEFAULT_MODEL_NAME, *texts]).encode()).hexdigest()[:16]
     path = cache_dir("test-embeddings") / f"{tag}-{key}.npy"
     if path.exists():
         return np.load(path)
+    embedder = request.getfixturevalue("minilm")
+    assert embedder.model_name == DEFAULT_MODEL_NAME
     vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, vectors)
@@ -57,16 +61,15 @@ def _cached_embed(embedder: Any, texts: list[str], tag: str) -> npt.NDArray[np.f
 @pytest.fixture(scope="module")
 def covid(request: pytest.FixtureRequest) -> dict[str, Any]:
     chunks, questions = _covid_texts()
-    embedder = request.getfixturevalue("minilm")
-    docs = _cached_embed(embedder, chunks, "covid-chunks")
-    queries = _cached_embed(embedder, questions, "covid-questions")
+    docs = _cached_embed(request, chunks, "covid-chunks")
+    queries = _cached_embed(request, questions, "covid-questions")
     ids = [f"c{i}" for i in range(len(chunks))]
     flat = FaissStore(docs.shape[1])
     flat.add(ids, docs)
     return {"ids": ids, "docs": docs, "queries": queries, "exact": _top_ids(flat, queries)}
 
 
-def _top_ids(store: Any, queries: npt.NDArray[np.float32]) -> list[list[str]]:
+def _top_ids(store: Any, queries: np.ndarray) -> list[list[str]]:
     return [[h.chunk.id for h in hits] for hits in store.query(queries, k=K)]
 
 
