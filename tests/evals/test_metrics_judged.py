@@ -171,3 +171,12 @@ def test_cosines_are_clipped_not_negative():
     embedder = TableEmbedder({ANSWER: [1, 0, 0], REFERENCE: [-1, 0, 0]})
     assert AnswerSimilarity(embedder=embedder)(EX, Prediction.of(ANSWER)).score == 0.0
     assert np.isfinite(AnswerSimilarity(embedder=embedder)(EX, Prediction.of("x")).score)
+
+
+def test_evaluate_counts_undefined_scores_instead_of_averaging_them():
+    from ragloom.evals import exact_match
+
+    examples = [EX, Example(id="n", question=Q)]
+    result = evaluate(examples, [Prediction.of(REFERENCE)] * 2, [exact_match])
+    assert result.means == {"exact_match": 1.0} and result.num_undefined == {"exact_match": 1}
+    assert math.isnan(result.rows[1]["exact_match"].score)

@@ -148,3 +148,21 @@ def test_killed_sweep_resumes_without_recomputing_or_losing_cells(tmp_path):
         assert after[cell_id] == record  # untouched: same metrics, pid and finish time
     store = ResultStore(db)
     assert all(len(store.rows(cell_id)) == 4 for cell_id in after)
+
+
+@needs_data
+def test_document_budget_cuts_passages_and_keeps_answers_inside():
+    config = small_config(num_questions=5, max_docs=2, max_doc_chars=3000)
+    examples, corpus = pick_examples(config)
+    assert len(corpus) == 2 and all(len(p.text) <= 3000 for p in corpus)
+    texts = {p.id: p.text for p in corpus}
+    for ex in examples:
+        for span in ex.gold_spans:
+            assert texts[span.doc_id][span.start:span.end] == ex.answers[0]
+    with pytest.raises(ConfigError, match="only"):
+        pick_examples(small_config(num_questions=500, max_docs=1))
+
+
+def test_shipped_yaml_config_is_the_24_cell_benchmark_grid():
+    path = Path(__file__).parents[2] / "evals" / "configs" / "covid_sweep.yaml"
+    assert len(SweepConfig.from_yaml(path).cells()) == 24
