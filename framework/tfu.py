@@ -12,31 +12,27 @@ cycle (those tasks fail when the stream ends) and only :meth:`TaskFetchingUnit.c
 duplicate task id or a failing input stream end it with an exception. ``join()`` is a marker
 that finishes (ok, value ``None``) after every task that arrived before it.
 
-This module does not parse plan text (:mod:`ragloom.plan_parser`) or run tool functions
-itself (:mod:`ragloom.executors`).
+This module holds the public types; the scheduling state machine is ``_tfu_run``. It does not
+parse plan text (:mod:`ragloom.plan_parser`) or run tool functions (:mod:`ragloom.executors`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
-from collections import defaultdict
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from ragloom.errors import ConfigError, PlanError, RagloomError, RunCancelledError, ToolError
+from ragloom.errors import ConfigError
 from ragloom.executors import Executor, make_executor
-from ragloom.plan import Plan, Task, resolve_args
-from ragloom.tools import Tool, ToolRegistry, with_timeout
+from ragloom.plan import Plan, Task
+from ragloom.tools import ToolRegistry
 from ragloom.trace import Trace
+
+if TYPE_CHECKING:
+    from ragloom._tfu_run import Run
 
 __all__ = ["Observation", "RetryPolicy", "TaskEvent", "TaskFetchingUnit"]
 
-_log = logging.getLogger(__name__)
-_NO_LIMIT = contextlib.nullcontext()  # stateless, so one instance serves every call
 Tasks: TypeAlias = Plan | Iterable[Task] | AsyncIterable[Task]
 
 
@@ -152,7 +148,7 @@ class TaskFetchingUnit:
         self.retry = retry or RetryPolicy()
         self.max_workers = max_workers
         self.on_event = on_event
-        self._runs: set[_Run] = set()
+        self._runs: set[Run] = set()
 
     async def run(
         self,
@@ -176,13 +172,15 @@ class TaskFetchingUnit:
             RunCancelledError: :meth:`cancel` was called.
             PlanError: two tasks share an id (or repeat an id in ``results``).
         """
+        from ragloom._tfu_run import Run
+
         owned = isinstance(self.executor, str)
         executor = (
             make_executor(self.executor, max_workers=self.max_workers)
             if isinstance(self.executor, str)
             else self.executor
         )
-        run = _Run(self, trace if trace is not None else Trace(), dict(results or {}), executor)
+        run = Run(self, trace if trace is not None else Trace(), dict(results or {}), executor)
         self._runs.add(run)
         try:
             return await run.execute(tasks)
@@ -195,213 +193,3 @@ class TaskFetchingUnit:
         """Cancel every run in progress (thread-safe); they raise ``RunCancelledError``."""
         for run in list(self._runs):
             run.loop.call_soon_threadsafe(run.cancel)
-
-    def _emit(self, kind: Any, task: Task, obs: Observation | None = None) -> None:
-        if self.on_event is None:
-            return
-        try:
-            self.on_event(TaskEvent(kind, task.id, task.tool, time.perf_counter(), obs))
-        except Exception:  # a broken listener must not break the run; its error is logged
-            _log.exception("on_event callback failed for task %s", task.id)
-
-
-class _Run:
-    """State of one run: arrived tasks, unmet dependencies, finished observations."""
-
-    def __init__(
-        self,
-        unit: TaskFetchingUnit,
-        trace: Trace,
-        prior: dict[int, Observation],
-        executor: Executor,
-    ):
-        self.unit, self.trace, self.executor = unit, trace, executor
-        self.loop = asyncio.get_running_loop()
-        self.done: dict[int, Observation] = prior  # finished, including earlier runs
-        self.out: dict[int, Observation] = {}  # finished in this run
-        self.arrived: dict[int, Task] = {}
-        self.unmet: dict[int, set[int]] = {}  # waiting task -> ids it still needs
-        self.waiters: defaultdict[int, list[int]] = defaultdict(list)
-        self.active = 0
-        self.stream_ended = False
-        self.finished = asyncio.Event()
-        self.error: BaseException | None = None
-        self.cancelled = False
-        self.running: set[asyncio.Task[None]] = set()
-        self.semaphores: dict[str, asyncio.Semaphore] = {}
-
-    async def execute(self, tasks: Tasks) -> dict[int, Observation]:
-        feeder = asyncio.ensure_future(self._consume(tasks))
-        try:
-            await self.finished.wait()
-            if self.cancelled:
-                raise RunCancelledError("the run was cancelled")
-            if self.error is not None:
-                raise self.error
-            return self.out
-        finally:
-            pending = [feeder, *self.running]
-            for job in pending:
-                job.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.finished.set()
-
-    async def _consume(self, tasks: Tasks) -> None:
-        try:
-            if isinstance(tasks, AsyncIterable):
-                async for task in tasks:
-                    self.add(task)
-            else:
-                for task in tasks:
-                    self.add(task)
-        except Exception as exc:  # a bad stream ends the run; finished tasks stay in .out
-            self.error = exc
-            self.finished.set()
-            return
-        self.stream_ended = True
-        self._check_done()
-
-    # --- scheduling ---------------------------------------------------------------------------
-
-    def add(self, task: Task) -> None:
-        if task.id in self.arrived or task.id in self.done:
-            raise PlanError(f"task id {task.id} is used twice", task_id=task.id)
-        deps = set(task.deps)
-        if task.is_join:
-            deps |= {i for i in self.arrived if i < task.id}
-        self.arrived[task.id] = task
-        self.trace.queued(task.id, task.tool)
-        self.unit._emit("queued", task)
-        failed = [d for d in sorted(deps) if d in self.done and not self.done[d].ok]
-        if failed and not task.is_join:
-            self.finish(_skipped(task, self.done[failed[0]]))
-            return
-        unmet = {d for d in deps if d not in self.done}
-        if not unmet:
-            self._start(task)
-            return
-        self.unmet[task.id] = unmet
-        for dep in unmet:
-            self.waiters[dep].append(task.id)
-
-    def finish(self, obs: Observation) -> None:
-        """Record an observation, start (or fail) its dependants, and see if the run is over."""
-        self._record(obs)
-        self._check_done()
-
-    def _record(self, obs: Observation) -> None:
-        queue = [obs]
-        while queue:
-            current = queue.pop()
-            self.done[current.task_id] = self.out[current.task_id] = current
-            self.trace.finished(current)
-            kind = "finished" if current.ok else "failed"
-            self.unit._emit(kind, self.arrived[current.task_id], current)
-            for waiter in self.waiters.pop(current.task_id, []):
-                unmet = self.unmet.get(waiter)
-                if unmet is None:  # already failed through another dependency
-                    continue
-                task = self.arrived[waiter]
-                if not current.ok and not task.is_join:
-                    del self.unmet[waiter]
-                    queue.append(_skipped(task, current))
-                    continue
-                unmet.discard(current.task_id)
-                if not unmet:
-                    del self.unmet[waiter]
-                    self._start(task)
-
-    def _start(self, task: Task) -> None:
-        self.trace.ready(task.id)
-        self.active += 1
-        self.running.add(self.loop.create_task(self._execute(task)))
-
-    def _check_done(self) -> None:
-        if not self.stream_ended:
-            return
-        # stream over and nothing running: the tasks still waiting wait for ids that never
-        # come (or for each other); fail them one by one (a join may start and run first)
-        while self.unmet and not self.active:
-            first = min(self.unmet)
-            del self.unmet[first]
-            self._record(_stranded(self.arrived[first], self.arrived))
-        if not self.unmet and not self.active:
-            self.finished.set()
-
-    # --- one task -----------------------------------------------------------------------------
-
-    async def _execute(self, task: Task) -> None:
-        try:
-            obs = await self._call(task)
-        except (KeyboardInterrupt, SystemExit) as exc:  # not a tool failure: run() raises it
-            self.error = exc  # (re-raised here, asyncio would let it escape the event loop)
-            self.finished.set()
-            return
-        finally:
-            self.active -= 1
-            self.running.discard(asyncio.current_task())  # type: ignore[arg-type]
-        self.finish(obs)
-
-    async def _call(self, task: Task) -> Observation:
-        if task.is_join:
-            self.trace.started(task.id)
-            return Observation(task.id, task.tool, {}, attempts=0)
-        args: dict[str, Any] = task.args
-        try:
-            tool = self.unit.registry.get(task.tool)
-            args = resolve_args(task, {d: self.done[d].value for d in task.deps})
-            kwargs = tool.validate_args(args)
-        except RagloomError as exc:
-            return Observation(task.id, task.tool, args, error=str(exc), attempts=0)
-        return await self._attempts(task, tool, kwargs)
-
-    async def _attempts(self, task: Task, tool: Tool, kwargs: dict[str, Any]) -> Observation:
-        policy = self.unit.retry
-        attempts = tool.retries + 1 if tool.retries else policy.max_attempts
-        timeout = tool.timeout if tool.timeout is not None else self.unit.default_timeout
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self._semaphore(tool):
-                    if attempt == 1:
-                        self.trace.started(task.id)
-                        self.unit._emit("started", task)
-                    value = await with_timeout(self.executor.call(tool, kwargs), timeout, tool.name)
-                return Observation(task.id, tool.name, kwargs, value=value, attempts=attempt)
-            except (Exception, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
-                    raise  # the run (or its caller) is cancelling us, not the tool failing
-                error = str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
-                if attempt == attempts or not isinstance(exc, policy.retry_on):
-                    return Observation(task.id, tool.name, kwargs, error=error, attempts=attempt)
-                await asyncio.sleep(policy.backoff_s * 2 ** (attempt - 1))
-        raise AssertionError("unreachable: the last attempt always returns")
-
-    def _semaphore(self, tool: Tool) -> Any:
-        if tool.max_concurrency is None:
-            return _NO_LIMIT
-        if tool.name not in self.semaphores:
-            self.semaphores[tool.name] = asyncio.Semaphore(tool.max_concurrency)
-        return self.semaphores[tool.name]
-
-
-def _being_cancelled() -> bool:
-    current = asyncio.current_task()
-    return current is not None and current.cancelling() > 0
-
-
-def _skipped(task: Task, failed: Observation) -> Observation:
-    error = f"dependency ${failed.task_id} failed: {failed.error}"
-    return Observation(task.id, task.tool, task.args, error=error, attempts=0)
-
-
-def _stranded(task: Task, arrived: Mapping[int, Task]) -> Observation:
-    missing = sorted(d for d in task.deps if d not in arrived)
-    if missing:
-        why = f"depends on ${missing[0]}, which never arrived"
-    else:
-        why = "waits in a dependency cycle"
-    error = str(PlanError(why, task_id=task.id, line=task.line))
-    return Observation(task.id, task.tool, task.args, error=f"PlanError: {error}", attempts=0)
