@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from ragloom._tool_schema import describe_errors
 from ragloom.errors import PlanError, ToolError
-from ragloom.tools import describe_errors
 
 if TYPE_CHECKING:
     from ragloom.tools import Tool, ToolRegistry

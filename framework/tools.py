@@ -14,13 +14,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import typing
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor
 from typing import Any, overload
 
 import pydantic
 
+from ragloom._tool_schema import (
+    describe_errors,
+    first_paragraph,
+    schema_from_signature,
+    type_name,
+)
 from ragloom.errors import ConfigError, ToolError, ToolTimeoutError
 
 __all__ = ["Tool", "ToolRegistry", "tool"]
@@ -101,8 +106,8 @@ class Tool:
         Unannotated parameters accept anything; ``*args``/``**kwargs`` are refused.
         """
         tool_name = str(name or getattr(fn, "__name__", ""))
-        schema = _schema_from_signature(fn, tool_name)
-        text = description if description is not None else _first_paragraph(fn)
+        schema = schema_from_signature(fn, tool_name)
+        text = description if description is not None else first_paragraph(fn)
         is_async = inspect.iscoroutinefunction(fn)
         return cls(
             tool_name,
@@ -220,7 +225,7 @@ class Tool:
         """
         parts = []
         for field, info in self.args_schema.model_fields.items():
-            text = f"{field}: {_type_name(info.annotation)}"
+            text = f"{field}: {type_name(info.annotation)}"
             if not info.is_required():
                 text += f" = {info.get_default(call_default_factory=True)!r}"
             parts.append(text)
@@ -341,53 +346,3 @@ async def with_timeout(awaitable: Awaitable[Any], timeout: float | None, name: s
             return await awaitable
     except TimeoutError:
         raise ToolTimeoutError(f"timed out after {timeout:g} s", tool=name) from None
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-def _schema_from_signature(fn: Callable[..., Any], name: str) -> type[pydantic.BaseModel]:
-    if not name.isidentifier():
-        raise ConfigError(f"tool name must be an identifier, got {name!r}")
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: fall back to the raw annotations
-        hints = getattr(fn, "__annotations__", {})
-    fields: dict[str, Any] = {}
-    for param in inspect.signature(fn).parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise ConfigError(f"tool {name!r}: *args/**kwargs cannot be described to a planner")
-        if param.kind is param.POSITIONAL_ONLY:
-            raise ConfigError(f"tool {name!r}: positional-only parameters are not supported")
-        annotation = hints.get(param.name, Any)
-        default = ... if param.default is param.empty else param.default
-        fields[param.name] = (annotation, default)
-    config = pydantic.ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-    return pydantic.create_model(f"{name}_args", __config__=config, **fields)
-
-
-def _first_paragraph(fn: Callable[..., Any]) -> str:
-    doc = inspect.getdoc(fn) or ""
-    return " ".join(doc.split("\n\n")[0].split())
-
-
-def _type_name(annotation: Any) -> str:
-    if annotation is None or annotation is type(None):
-        return "None"
-    if isinstance(annotation, type) and not typing.get_args(annotation):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
-
-
-def describe_errors(errors: Iterable[Any]) -> str:
-    """pydantic validation errors as one line naming each field and its problem."""
-    problems = []
-    for err in errors:
-        field = ".".join(str(p) for p in err["loc"]) or "(arguments)"
-        if err["type"] == "extra_forbidden":
-            problems.append(f"unexpected argument {field!r}")
-        elif err["type"] == "missing":
-            problems.append(f"missing argument {field!r}")
-        else:
-            problems.append(f"argument {field!r}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(problems)
