@@ -11,18 +11,17 @@ This module does not store or search anything; see :mod:`.chroma_store`.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ragloom._lazy import require
-from ragloom.errors import ConfigError
 from ragloom.retrievers._types import Embedder
+from ragloom.retrievers.embeddings import describe_embedder, rebuild_embedder
 
 require("chromadb", "retrieval")
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings  # noqa: E402
 from chromadb.utils.embedding_functions import register_embedding_function  # noqa: E402
 
-__all__ = ["RagloomEmbeddingFunction", "rebuild_embedder"]
+__all__ = ["RagloomEmbeddingFunction"]
 
 
 @register_embedding_function
@@ -51,46 +50,8 @@ class RagloomEmbeddingFunction(EmbeddingFunction[Documents]):
         return "cosine"
 
     def get_config(self) -> dict[str, Any]:
-        cls = type(self.embedder)
-        get = getattr(self.embedder, "get_config", None)
-        return {
-            "class": f"{cls.__module__}:{cls.__qualname__}",
-            "model_name": self.embedder.model_name,
-            "dim": self.embedder.dim,
-            "config": get() if callable(get) else {},
-        }
+        return describe_embedder(self.embedder)
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> RagloomEmbeddingFunction:
         return RagloomEmbeddingFunction(rebuild_embedder(config))
-
-
-def rebuild_embedder(config: dict[str, Any]) -> Embedder:
-    """Rebuild the embedder that :meth:`RagloomEmbeddingFunction.get_config` described.
-
-    Raises:
-        ConfigError: the class is outside ragloom, cannot be imported, or gives another dim.
-    """
-    module_name, _, qualname = str(config.get("class", "")).partition(":")
-    if not module_name.startswith("ragloom.") or not qualname:
-        raise ConfigError(
-            f"cannot rebuild embedder {config.get('class')!r} from the collection's config: "
-            "only ragloom classes are rebuilt; pass embedder= to open this collection"
-        )
-    try:
-        cls: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
-        settings = dict(config.get("config") or {})
-        embedder = cls.from_config(settings) if hasattr(cls, "from_config") else cls(**settings)
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot rebuild embedder {qualname} ({exc}); pass embedder= to open this collection"
-        ) from exc
-    expected = (config.get("model_name"), config.get("dim"))
-    if (embedder.model_name, embedder.dim) != expected:
-        raise ConfigError(
-            f"rebuilt embedder is {embedder.model_name!r} ({embedder.dim} dims), the collection "
-            f"was built with {expected[0]!r} ({expected[1]} dims); pass embedder= explicitly"
-        )
-    return embedder  # type: ignore[no-any-return]

@@ -25,7 +25,7 @@ from typing import Any, Self
 import numpy as np
 
 from ragloom._lazy import require
-from ragloom.errors import ConfigError, IndexCorruptError, RetrievalError
+from ragloom.errors import ConfigError, IndexCorruptError, RagloomError, RetrievalError
 from ragloom.retrievers._types import Chunk, Embedder, Hit, Metadata
 from ragloom.retrievers.base import ArrayLike, VectorStore, as_matrix, check_batch, validate_where
 from ragloom.retrievers.stores._snapshot import CURRENT, read_snapshot, write_snapshot
@@ -250,7 +250,7 @@ def _only_collection(path: Path) -> str:
 def _persisted_embedder(collection: Any) -> Embedder | None:
     try:
         ef = (collection.configuration or {}).get("embedding_function")
-    except (ConfigError, ValueError):
+    except (RagloomError, ValueError):
         return None  # subtle: query() with vectors still works; query_texts() says what to do
     return ef.embedder if isinstance(ef, RagloomEmbeddingFunction) else None
 

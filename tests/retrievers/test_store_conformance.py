@@ -438,7 +438,7 @@ def test_chroma_never_uses_its_default_model(tmp_path: Path, no_chroma_download)
 
 
 def test_chroma_refuses_to_rebuild_an_embedder_from_outside_ragloom() -> None:
-    from ragloom.retrievers.stores.chroma_embedding import rebuild_embedder
+    from ragloom.retrievers.embeddings import rebuild_embedder
 
     with pytest.raises(ConfigError, match="only ragloom classes"):
         rebuild_embedder({"class": "os:system", "model_name": "x", "dim": 3, "config": {}})
