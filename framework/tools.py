@@ -194,11 +194,18 @@ class Tool:
         return await with_timeout(self.acall(kwargs, executor), self.timeout, self.name)
 
     def invoke(self, args: dict[str, Any]) -> Any:
-        """Validate ``args`` and run the tool in this thread (async tools via ``asyncio.run``)."""
+        """Validate ``args`` and run the tool in this thread (async tools via ``asyncio.run``).
+
+        Raises:
+            ToolError: an async tool (or one with a timeout) is invoked from inside a running
+                event loop; ``await ainvoke(args)`` there instead.
+        """
         kwargs = self.validate_args(args)
-        if self.timeout is not None or self.coroutine is not None:
-            return asyncio.run(self.ainvoke(kwargs))
-        return self.call(kwargs)
+        if self.timeout is None and self.coroutine is None:
+            return self.call(kwargs)
+        if _loop_running():
+            raise ToolError("invoke() inside a running event loop: await ainvoke()", tool=self.name)
+        return asyncio.run(self.ainvoke(kwargs))
 
     async def acall(self, kwargs: dict[str, Any], executor: Executor | None = None) -> Any:
         """Run the tool on already validated keyword arguments (no timeout)."""
@@ -335,6 +342,14 @@ class ToolRegistry:
 
     def __len__(self) -> int:
         return len(self._tools)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def with_timeout(awaitable: Awaitable[Any], timeout: float | None, name: str) -> Any:

@@ -72,6 +72,12 @@ def test_sync_and_async_invoke() -> None:
     assert asyncio.run(Tool.from_function(search).ainvoke({"query": "q", "k": 1})) == ["q#0"]
 
 
+async def test_invoke_inside_a_running_loop_points_to_ainvoke() -> None:
+    with pytest.raises(ToolError, match="await ainvoke"):
+        Tool.from_function(asearch).invoke({"query": "q"})
+    assert await Tool.from_function(asearch).ainvoke({"query": "q", "k": 1}) == ["q"]
+
+
 def test_own_timeout_applies_to_ainvoke() -> None:
     @tool(timeout=0.05)
     async def stall() -> None:
