@@ -8,7 +8,7 @@ I/O-bound sync tools do not serialize behind the default pool's few threads).
 built. Remote tasks receive only the tool's function (pickled by Ray), never the ``Tool``.
 
 A sync call that times out or is cancelled keeps running in its thread until it returns (Python
-cannot stop a thread); the run does not wait for it. This module does not schedule, time out
+cannot stop a thread); the run does not wait for it, but interpreter exit does. This module does not schedule, time out
 or retry (that is :mod:`ragloom.tfu`).
 """
 

@@ -143,7 +143,7 @@ class Trace:
         from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe in threads
 
         records = self.records
-        fig = Figure(figsize=(8, max(2.0, 0.3 * len(records) + 1)))
+        fig = Figure(figsize=(8, min(30.0, max(2.0, 0.3 * len(records) + 1))))
         ax = fig.add_subplot()
         for row, r in enumerate(records):
             start = r.started if r.started is not None else r.ended
@@ -152,7 +152,10 @@ class Trace:
             if r.started is not None and r.ended is not None:
                 color = "#4caf50" if r.ok else "#e53935"
                 ax.barh(row, max(r.ended - r.started, 1e-4), left=r.started, color=color)
-        ax.set_yticks(range(len(records)), [f"{r.task_id}. {r.tool}" for r in records])
+        if len(records) <= 80:  # beyond that the labels would overlap
+            ax.set_yticks(range(len(records)), [f"{r.task_id}. {r.tool}" for r in records])
+        else:
+            ax.set_ylabel("tasks, in arrival order")
         ax.invert_yaxis()
         ax.set_xlabel("seconds")
         ax.set_title(f"ragloom run: {len(records)} tasks, makespan {self.makespan:.3f} s")
