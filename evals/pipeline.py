@@ -115,8 +115,8 @@ def answer_prompt(question: str, contexts: Sequence[Chunk]) -> str:
     """The generation prompt: numbered contexts, then the question.
 
     >>> print(answer_prompt("Why?", [Chunk("a", "Because.")]))  # doctest: +NORMALIZE_WHITESPACE
-    Answer the question in one short sentence using only the context. If the context does
-    not contain the answer, reply exactly: I don't know.
+    Answer the question in one short sentence using only the context. If the context does not
+    contain the answer, reply exactly: I don't know.
     <BLANKLINE>
     Context:
     [1] Because.
@@ -126,7 +126,7 @@ def answer_prompt(question: str, contexts: Sequence[Chunk]) -> str:
     """
     listed = "\n".join(f"[{i}] {c.text.strip()}" for i, c in enumerate(contexts, start=1))
     return ("Answer the question in one short sentence using only the context. If the context "
-            "does\nnot contain the answer, reply exactly: I don't know.\n\n"
+            "does not contain the answer, reply exactly: I don't know.\n\n"
             f"Context:\n{listed}\n\nQuestion: {question}\nAnswer:")
 
 
