@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--chunking", default="fixed_tokens:256:32")
     parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
-    num_docs, max_chunks, rounds = (2, 32, 2) if args.quick else (12, 400, 3)
+    num_docs, max_chunks, rounds = (2, 32, 2) if args.quick else (8, 240, 2)
     rounds = args.rounds or rounds
     configs = {k: v for k, v in CONFIGS.items() if not (args.quick and "seq128" in k)}
     docs, qa = load_covid(num_docs)

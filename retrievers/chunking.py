@@ -16,14 +16,13 @@ for sweeps. This module does not load files (see :mod:`ragloom.retrievers.loader
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
-
-import numpy as np
+from typing import Any, Protocol, runtime_checkable
 
 from ragloom.errors import ConfigError, RetrievalError
+from ragloom.retrievers._semantic import SemanticChunker
+from ragloom.retrievers._spans import Span, make_chunks, pack_sentences, split_sentences, windows
 from ragloom.retrievers._types import Chunk, Embedder
 from ragloom.retrievers.loaders import Document
 
@@ -38,9 +37,6 @@ __all__ = [
     "split_sentences",
 ]
 
-Span = tuple[int, int]
-Breakpoint = Literal["percentile", "std", "iqr", "gradient"]
-
 
 @runtime_checkable
 class Chunker(Protocol):
@@ -49,33 +45,6 @@ class Chunker(Protocol):
     def split(self, doc: Document) -> list[Chunk]:
         """Return the document's chunks, in order."""
         ...
-
-
-def _chunks(doc: Document, spans: Iterable[Span]) -> list[Chunk]:
-    out: list[Chunk] = []
-    for start, end in spans:
-        if not doc.text[start:end].strip():
-            continue
-        index = len(out)
-        meta = {**doc.metadata, "source": doc.metadata.get("source", doc.id), "doc_id": doc.id}
-        meta.update(start=start, end=end, chunk_index=index)
-        out.append(Chunk(f"{doc.id}#{index}", doc.text[start:end], meta))
-    return out
-
-
-def _windows(n: int, size: int, overlap: int) -> list[Span]:
-    """Index windows ``[i, i + size)`` stepping by ``size - overlap`` that cover ``range(n)``.
-
-    >>> _windows(10, 4, 1)
-    [(0, 4), (3, 7), (6, 10)]
-    """
-    step = size - overlap
-    spans = []
-    for start in range(0, max(n, 1), step):
-        spans.append((start, min(start + size, n)))
-        if start + size >= n:
-            break
-    return spans
 
 
 def _check_window(size: int, overlap: int) -> None:
@@ -101,7 +70,7 @@ class FixedCharChunker:
 
     def split(self, doc: Document) -> list[Chunk]:
         """Split ``doc`` into character windows."""
-        return _chunks(doc, _windows(len(doc.text), self.size, self.overlap))
+        return make_chunks(doc, windows(len(doc.text), self.size, self.overlap))
 
 
 def _token_offsets(tokenizer: Any, text: str) -> list[Span]:
@@ -148,69 +117,13 @@ class FixedTokenChunker:
         offsets = _token_offsets(self.tokenizer, doc.text)
         spans = [
             (offsets[a][0], offsets[b - 1][1])
-            for a, b in _windows(len(offsets), self.size, self.overlap)
+            for a, b in windows(len(offsets), self.size, self.overlap)
             if b > a
         ]
-        return _chunks(doc, spans)
+        return make_chunks(doc, spans)
 
     def __repr__(self) -> str:
         return f"FixedTokenChunker(size={self.size}, overlap={self.overlap})"
-
-
-# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace,
-# or at a blank line. subtle: abbreviations such as "e.g. the" are not split when the next
-# word starts lower-case.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n")
-
-
-def split_sentences(text: str) -> list[Span]:
-    """Sentence spans ``(start, end)`` of ``text``, whitespace between sentences excluded.
-
-    >>> t = "One. Two! e.g. three?"
-    >>> [t[a:b] for a, b in split_sentences(t)]
-    ['One.', 'Two! e.g. three?']
-    """
-    spans: list[Span] = []
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        spans.append((start, match.start()))
-        start = match.end()
-    spans.append((start, len(text)))
-    out = []
-    for a, b in spans:
-        stripped = text[a:b]
-        if stripped.strip():
-            lead = len(stripped) - len(stripped.lstrip())
-            out.append((a + lead, a + len(stripped.rstrip())))
-    return out
-
-
-def _pack(sentences: Sequence[Span], max_chars: int, overlap: int) -> list[Span]:
-    """Greedily pack consecutive sentences into spans of at most ``max_chars`` characters.
-
-    A sentence longer than ``max_chars`` is cut into character windows of its own. Each new
-    span repeats up to ``overlap`` sentences of the previous one (fewer when they would not
-    leave room for a new sentence), so every span adds text.
-    """
-    out: list[Span] = []
-    i, n = 0, len(sentences)
-    while i < n:
-        start, end = sentences[i]
-        if end - start > max_chars:
-            out.extend((start + a, start + b) for a, b in _windows(end - start, max_chars, 0))
-            i += 1
-            continue
-        j = i + 1
-        while j < n and sentences[j][1] - start <= max_chars:
-            j += 1
-        out.append((start, sentences[j - 1][1]))
-        if j >= n:
-            break
-        back = min(overlap, j - i - 1)  # never restart at i itself
-        while back and sentences[j][1] - sentences[j - back][0] > max_chars:
-            back -= 1
-        i = j - back
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,89 +146,8 @@ class SentenceChunker:
 
     def split(self, doc: Document) -> list[Chunk]:
         """Split ``doc`` into sentence-aligned chunks."""
-        spans = _pack(split_sentences(doc.text), self.max_chars, self.overlap_sentences)
-        return _chunks(doc, spans)
-
-
-_DEFAULT_THRESHOLD: dict[str, float] = {"percentile": 95, "std": 3, "iqr": 1.5, "gradient": 95}
-
-
-def _breaks(distances: np.ndarray, breakpoint: Breakpoint, threshold: float) -> list[int]:
-    """Indices ``i`` where the text should break after sentence ``i``."""
-    if breakpoint == "percentile":
-        values, cut = distances, float(np.percentile(distances, threshold))
-    elif breakpoint == "std":
-        values, cut = distances, float(distances.mean() + threshold * distances.std())
-    elif breakpoint == "iqr":
-        q1, q3 = np.percentile(distances, [25, 75])
-        values, cut = distances, float(distances.mean() + threshold * (q3 - q1))
-    else:  # gradient: break where the distance rises fastest
-        values = np.gradient(distances) if len(distances) > 1 else distances
-        cut = float(np.percentile(values, threshold))
-    return [int(i) for i in np.flatnonzero(values > cut)]
-
-
-class SemanticChunker:
-    """Break between sentences whose embeddings are far apart (Kamradt's semantic chunking).
-
-    Each sentence is embedded together with ``buffer`` neighbours on each side; the cosine
-    distance between consecutive windows is computed, and the text breaks wherever it exceeds a
-    cut-off: the ``threshold``-th percentile (``"percentile"``, default 95), mean + ``threshold``
-    standard deviations (``"std"``, default 3), mean + ``threshold`` interquartile ranges
-    (``"iqr"``, default 1.5), or where the gradient of the distances passes its
-    ``threshold``-th percentile (``"gradient"``, default 95). Groups longer than ``max_chars``
-    are re-packed sentence by sentence.
-
-    >>> SemanticChunker(default_embedder(), "std", 2.0).split(doc)  # doctest: +SKIP
-    """
-
-    def __init__(
-        self,
-        embedder: Embedder,
-        breakpoint: Breakpoint = "percentile",
-        threshold: float | None = None,
-        *,
-        buffer: int = 1,
-        max_chars: int | None = None,
-    ) -> None:
-        if breakpoint not in _DEFAULT_THRESHOLD:
-            raise ConfigError(
-                f"unknown breakpoint {breakpoint!r}; use one of {sorted(_DEFAULT_THRESHOLD)}"
-            )
-        if buffer < 0 or (max_chars is not None and max_chars <= 0):
-            raise ConfigError(f"buffer must be >= 0 and max_chars > 0, got {buffer}, {max_chars}")
-        self.embedder = embedder
-        self.breakpoint: Breakpoint = breakpoint
-        self.threshold = _DEFAULT_THRESHOLD[breakpoint] if threshold is None else threshold
-        self.buffer = buffer
-        self.max_chars = max_chars
-
-    def split(self, doc: Document) -> list[Chunk]:
-        """Split ``doc`` at semantic breakpoints."""
-        sentences = split_sentences(doc.text)
-        if len(sentences) < 3:
-            return _chunks(doc, [(sentences[0][0], sentences[-1][1])] if sentences else [])
-        n, b = len(sentences), self.buffer
-        windows = [
-            doc.text[sentences[max(0, i - b)][0] : sentences[min(n - 1, i + b)][1]]
-            for i in range(n)
-        ]
-        emb = self.embedder.embed(windows)
-        distances = 1.0 - np.einsum("ij,ij->i", emb[:-1], emb[1:])
-        groups, first = [], 0
-        for i in [*_breaks(distances, self.breakpoint, self.threshold), n - 1]:
-            groups.append(sentences[first : i + 1])
-            first = i + 1
-        spans: list[Span] = []
-        for group in groups:
-            if self.max_chars is not None and group[-1][1] - group[0][0] > self.max_chars:
-                spans.extend(_pack(group, self.max_chars, 0))
-            else:
-                spans.append((group[0][0], group[-1][1]))
-        return _chunks(doc, spans)
-
-    def __repr__(self) -> str:
-        return f"SemanticChunker({self.breakpoint!r}, threshold={self.threshold})"
+        spans = pack_sentences(split_sentences(doc.text), self.max_chars, self.overlap_sentences)
+        return make_chunks(doc, spans)
 
 
 def chunk_documents(docs: Iterable[Document], chunker: Chunker) -> list[Chunk]:
