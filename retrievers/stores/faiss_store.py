@@ -20,12 +20,11 @@ give it an ``embedder`` only if you want :meth:`query_texts`.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -41,39 +40,19 @@ from ragloom.retrievers.base import (
     matches_where,
     validate_where,
 )
+from ragloom.retrievers.stores._faiss_index import (
+    FaissSpec,
+    IndexKind,
+    Metric,
+    auto_nlist,
+    new_index,
+    search_params,
+)
 from ragloom.retrievers.stores._snapshot import read_snapshot, write_snapshot
 
 __all__ = ["FaissStore"]
 
-IndexKind = Literal["flat", "hnsw", "ivf"]
-Metric = Literal["ip", "cosine", "l2"]
 _KIND = "faiss"
-_AUTO_TRAIN_SIZE = 1024
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _Spec:
-    """The validated settings of one Faiss index (saved with it)."""
-
-    dim: int
-    index: IndexKind = "flat"
-    metric: Metric = "ip"
-    hnsw_m: int = 32
-    ef_search: int = 64
-    nlist: int | None = None
-    nprobe: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.dim < 1:
-            raise ConfigError(f"dim must be >= 1, got {self.dim}")
-        if self.index not in ("flat", "hnsw", "ivf"):
-            raise ConfigError(f"index={self.index!r}: use 'flat', 'hnsw' or 'ivf'")
-        if self.metric not in ("ip", "cosine", "l2"):
-            raise ConfigError(f"metric={self.metric!r}: use 'ip', 'cosine' or 'l2'")
-        for name in ("hnsw_m", "ef_search", "nlist", "nprobe"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
 
 
 class FaissStore(VectorStore):
@@ -108,7 +87,7 @@ class FaissStore(VectorStore):
         nprobe: int | None = None,
         embedder: Embedder | None = None,
     ) -> None:
-        self._spec = _Spec(
+        self._spec = FaissSpec(
             dim=dim, index=index, metric=metric, hnsw_m=hnsw_m,
             ef_search=ef_search, nlist=nlist, nprobe=nprobe,
         )  # fmt: skip
@@ -124,7 +103,7 @@ class FaissStore(VectorStore):
         self._labels: dict[str, int] = {}
         self._next_label = 0
         self._trained = index != "ivf"
-        self._index = self._new_index(trained=self._trained)
+        self._index = new_index(self._faiss, self._spec, trained=self._trained)
 
     @property
     def is_trained(self) -> bool:
@@ -153,7 +132,7 @@ class FaissStore(VectorStore):
             for label, row_id, doc, meta in zip(labels.tolist(), ids, docs, metas, strict=True):
                 self._records[label] = (row_id, doc, meta)
                 self._labels[row_id] = label
-            if not self._trained and len(self) >= self._train_size():
+            if not self._trained and len(self) >= self._spec.train_size:
                 self._train_from(self._stored_vectors())
 
     def train(self, sample: ArrayLike | None = None) -> None:
@@ -193,7 +172,9 @@ class FaissStore(VectorStore):
             limit = min(k, len(self) if allowed is None else len(allowed))
             if limit <= 0:
                 return [[] for _ in range(len(matrix))]
-            params = self._search_params(limit, allowed)
+            params = search_params(
+                self._faiss, self._spec, self._index, self._trained, limit, allowed
+            )
             scores, labels = self._index.search(matrix, limit, params=params)
             return [self._hits(s, lb) for s, lb in zip(scores, labels, strict=True)]
 
@@ -261,31 +242,11 @@ class FaissStore(VectorStore):
             matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
         return matrix
 
-    def _metric(self) -> int:
-        faiss = self._faiss
-        return int(faiss.METRIC_L2 if self._spec.metric == "l2" else faiss.METRIC_INNER_PRODUCT)
-
-    def _new_index(self, *, trained: bool, nlist: int = 1) -> Any:
-        faiss, spec, metric = self._faiss, self._spec, self._metric()
-        if spec.index == "ivf" and trained:
-            # IVF keeps its own int64 ids; a hash direct map gives reconstruct + remove_ids
-            ivf = faiss.IndexIVFFlat(faiss.IndexFlat(spec.dim, metric), spec.dim, nlist, metric)
-            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-            return ivf
-        if spec.index == "hnsw":
-            inner = faiss.IndexHNSWFlat(spec.dim, spec.hnsw_m, metric)
-        else:  # flat, or an IVF store still waiting to train
-            inner = faiss.IndexFlat(spec.dim, metric)
-        return faiss.IndexIDMap2(inner)  # the wrapper keeps a reference to ``inner``
-
-    def _train_size(self) -> int:
-        return 39 * self._spec.nlist if self._spec.nlist else _AUTO_TRAIN_SIZE
-
     def _train_from(self, sample: npt.NDArray[np.float32]) -> None:
-        nlist = self._spec.nlist or max(1, min(int(math.sqrt(len(sample))), len(sample) // 39))
-        nlist = min(nlist, len(sample))
         stored, labels = self._stored_vectors(), np.array(list(self._records), np.int64)
-        index = self._new_index(trained=True, nlist=nlist)
+        index = new_index(
+            self._faiss, self._spec, trained=True, nlist=auto_nlist(self._spec, len(sample))
+        )
         self._faiss.extract_index_ivf(index).train(sample)
         if len(labels):
             index.add_with_ids(stored, labels)
@@ -300,7 +261,7 @@ class FaissStore(VectorStore):
     def _rebuild(self) -> None:
         keep = np.array(list(self._records), np.int64)
         vectors = np.stack([self._index.reconstruct(int(lb)) for lb in keep]) if len(keep) else None
-        index = self._new_index(trained=True)
+        index = new_index(self._faiss, self._spec, trained=True)
         if vectors is not None:
             index.add_with_ids(vectors, keep)
         self._index = index
@@ -309,17 +270,6 @@ class FaissStore(VectorStore):
         if not where:
             return None
         return [label for label, (_, _, m) in self._records.items() if matches_where(m, where)]
-
-    def _search_params(self, k: int, allowed: list[int] | None) -> Any:
-        faiss, spec = self._faiss, self._spec
-        selector = None if allowed is None else faiss.IDSelectorBatch(np.array(allowed, np.int64))
-        if spec.index == "hnsw":
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(spec.ef_search, k))
-        if spec.index == "ivf" and self._trained:
-            nlist = faiss.extract_index_ivf(self._index).nlist
-            nprobe = min(spec.nprobe or math.ceil(nlist / 3), nlist)
-            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
-        return faiss.SearchParameters(sel=selector)
 
     def _hits(self, scores: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> list[Hit]:
         sign = -1.0 if self._spec.metric == "l2" else 1.0
