@@ -108,10 +108,15 @@ class Run:
     def add(self, task: Task) -> None:
         if task.id in self.arrived or task.id in self.done:
             raise PlanError(f"task id {task.id} is used twice", task_id=task.id)
+        self.arrived[task.id] = task
+        if not task.deps and not task.is_join:  # fast path: ready on arrival
+            self.trace.queued(task.id, task.tool, ready=True)
+            self._emit("queued", task)
+            self._start(task)
+            return
         deps = set(task.deps)
         if task.is_join:
             deps |= {i for i in self.arrived if i < task.id}
-        self.arrived[task.id] = task
         self.trace.queued(task.id, task.tool)
         self._emit("queued", task)
         failed = [d for d in sorted(deps) if d in self.done and not self.done[d].ok]
@@ -120,6 +125,7 @@ class Run:
             return
         unmet = {d for d in deps if d not in self.done}
         if not unmet:
+            self.trace.ready(task.id)
             self._start(task)
             return
         self.unmet[task.id] = unmet
@@ -151,10 +157,10 @@ class Run:
                 unmet.discard(current.task_id)
                 if not unmet:
                     del self.unmet[waiter]
+                    self.trace.ready(waiter)
                     self._start(task)
 
     def _start(self, task: Task) -> None:
-        self.trace.ready(task.id)
         self.active += 1
         self.running.add(self.loop.create_task(self._execute(task)))
 
@@ -207,7 +213,10 @@ class Run:
                     if attempt == 1:
                         self.trace.started(task.id)
                         self._emit("started", task)
-                    value = await with_timeout(self.executor.call(tool, kwargs), timeout, tool.name)
+                    call = self.executor.call(tool, kwargs)
+                    value = await (
+                        call if timeout is None else with_timeout(call, timeout, tool.name)
+                    )
                 return Observation(task.id, tool.name, kwargs, value=value, attempts=attempt)
             except (Exception, asyncio.CancelledError) as exc:
                 if isinstance(exc, asyncio.CancelledError) and _being_cancelled():

@@ -8,8 +8,8 @@ I/O-bound sync tools do not serialize behind the default pool's few threads).
 built. Remote tasks receive only the tool's function (pickled by Ray), never the ``Tool``.
 
 A sync call that times out or is cancelled keeps running in its thread until it returns (Python
-cannot stop a thread); the run does not wait for it, but interpreter exit does. This module does not schedule, time out
-or retry (that is :mod:`ragloom.tfu`).
+cannot stop a thread); the run does not wait for it, but interpreter exit does. This module
+does not schedule, time out or retry (that is :mod:`ragloom.tfu`).
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class LocalExecutor:
 
     async def call(self, tool: Tool, kwargs: dict[str, Any]) -> Any:
         """Await the tool (async) or run it in the pool (sync)."""
+        if tool.coroutine is not None:  # (inlined Tool.acall: one coroutine less per task)
+            return await tool.coroutine(**kwargs)
         return await tool.acall(kwargs, self._pool)
 
     def close(self) -> None:

@@ -85,9 +85,10 @@ class Trace:
 
     # --- recording (called by the task-fetching unit) ---------------------------------------
 
-    def queued(self, task_id: int, tool: str) -> None:
-        """The unit received the task."""
-        self._records[task_id] = TaskRecord(task_id, tool, queued=self.now())
+    def queued(self, task_id: int, tool: str, *, ready: bool = False) -> None:
+        """The unit received the task (``ready``: with no dependency left to wait for)."""
+        now = self.now()
+        self._records[task_id] = TaskRecord(task_id, tool, queued=now, ready=now if ready else None)
 
     def ready(self, task_id: int) -> None:
         """The task's last dependency finished."""
