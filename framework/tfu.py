@@ -1,9 +1,12 @@
 """The task-fetching unit: runs a plan's tasks in parallel, each as soon as it can.
 
-Scheduling is event-driven: when a task finishes, its dependants whose last dependency that
-was are started right there (``asyncio.create_task``) — there is no polling loop. Tasks may
-arrive from an async stream while others already run; a task that refers to an id not yet
-seen waits for it, and if the stream ends without it the task gets an error observation.
+Scheduling is event-driven: when a task finishes, every dependant for which it was the last
+missing dependency is started at once (``asyncio.create_task``) — there is no polling loop.
+Async tools run on the event loop, sync tools in a thread pool, or all of them on Ray. Tasks
+may arrive from an async stream while others already run; a task that refers to an id not
+yet seen waits for it, and if the stream ends without it the task gets an error observation.
+Per-tool concurrency limits (``Tool.max_concurrency``), timeouts (``Tool.timeout`` or the
+unit's default), a :class:`RetryPolicy` and :meth:`TaskFetchingUnit.cancel` apply.
 
 Every task ends as one :class:`Observation`. A task that raises, times out, names an unknown
 tool or gets arguments that do not fit becomes an error observation; its dependants are not
