@@ -41,9 +41,9 @@ from ragloom._config import data_dir  # noqa: E402
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {"metatool": 1, "metatool_multi": 0, "bfcl": 1, "categories": ("multiple",),
               "comparison": 1, "bridge": 0, "musique": 0, "react_steps": 3},
-    "full": {"metatool": 8, "metatool_multi": 4, "bfcl": 3,
+    "full": {"metatool": 5, "metatool_multi": 3, "bfcl": 2,
              "categories": ("multiple", "parallel_multiple", "irrelevance"),
-             "comparison": 6, "bridge": 3, "musique": 3, "react_steps": 4},
+             "comparison": 4, "bridge": 2, "musique": 2, "react_steps": 3},
 }  # fmt: skip
 
 
@@ -179,12 +179,6 @@ def _mean(values: Any) -> float | None:
     return round(statistics.fmean(items), 4) if items else None
 
 
-QA_EXAMPLES = (
-    'Question: Which river is longer, the Rhine or the Elbe?\n1. search("Rhine river length")\n'
-    '2. search("Elbe river length")\n3. join()<END_OF_PLAN>',
-)
-
-
 REACT_EXAMPLES = (
     "Example. Question: Which river is longer, the Rhine or the Elbe?\n"
     '{"tool_calls": [{"name": "search", "arguments": {"query": "Rhine river length"}}]}\n'
@@ -208,9 +202,11 @@ def qa_questions(sizes: dict[str, Any]) -> tuple[list[tuple[str, Any]], list[Any
     chosen = [("comparison", e) for e in comparison] + [("bridge", e) for e in bridge]
     chosen += [("musique", e) for e in musique.examples[: sizes["musique"]]]
     corpus = [*hotpot.corpus, *musique.corpus]
-    if len(chosen) <= 2:  # quick: the chosen questions' paragraphs plus 40 distractors
-        gold = {g for _, e in chosen for g in e.gold_ids}
-        corpus = [p for p in corpus if p.id in gold] + [p for p in corpus if p.id not in gold][:40]
+    # the chosen questions' supporting paragraphs plus distractors from the same corpora
+    # (embedding all 2,884 passages takes minutes on 2 shared cores)
+    gold = {g for _, e in chosen for g in e.gold_ids}
+    others = [p for p in corpus if p.id not in gold]
+    corpus = [p for p in corpus if p.id in gold] + others[: 40 if len(chosen) <= 2 else 300]
     return chosen, corpus
 
 
@@ -236,13 +232,14 @@ async def qa(llm: Any, embedder: Any, sizes: dict[str, Any]) -> dict[str, Any]:
     from ragloom.evals import Prediction
     from ragloom.evals.classic import exact_match, token_f1
     from ragloom.planners.llmcompiler import LLMCompilerPlanner
+    from ragloom.planners.prompts import MULTIHOP_EXAMPLES
     from ragloom.planners.react import ReactAgent
 
     chosen, corpus = qa_questions(sizes)
     t0 = time.perf_counter()
     search = build_search(corpus, embedder)
     index_s = time.perf_counter() - t0
-    planner = LLMCompilerPlanner(llm, examples=QA_EXAMPLES, max_tokens=160)
+    planner = LLMCompilerPlanner(llm, examples=MULTIHOP_EXAMPLES, max_tokens=160)
     systems = {
         "compiler": Agent(llm, [search], planner=planner, max_replans=1),
         "react": ReactAgent(llm, [search], max_steps=sizes["react_steps"], examples=REACT_EXAMPLES),

@@ -33,7 +33,9 @@ def demo(
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question."),
-    index: Path = typer.Option(..., "--index", help="An index folder built by `ragloom index`."),
+    index: Path = typer.Option(
+        ..., "--index", help="An index folder (built by `ragloom index` or build_index(out=...))."
+    ),
     model: str = typer.Option(None, help="Model name for load_llm (default: the embedded one)."),
     k: int = typer.Option(4, help="Passages per search."),
 ) -> None:
@@ -43,12 +45,15 @@ def ask(
     from rich.console import Console
 
     from ragloom.agent import Agent
-    from ragloom.planners.demo import _stream, search_tool
-    from ragloom.retrievers import load_index
+    from ragloom.planners.demo import search_tool, stream_answer
+    from ragloom.planners.llmcompiler import LLMCompilerPlanner
+    from ragloom.planners.prompts import MULTIHOP_EXAMPLES
+    from ragloom.retrievers.index import Index
     from ragloom.runtime import load_llm
 
     console = Console()
-    retriever = load_index(index).retriever
+    retriever = Index.load(index).retriever
     llm = load_llm(model) if model else load_llm()
-    agent = Agent(llm, [search_tool(retriever, k=k)], max_replans=1)
-    asyncio.run(_stream(console, agent, question))
+    planner = LLMCompilerPlanner(llm, examples=MULTIHOP_EXAMPLES)
+    agent = Agent(llm, [search_tool(retriever, k=k)], planner=planner, max_replans=1)
+    asyncio.run(stream_answer(console, agent, question))

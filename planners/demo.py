@@ -15,19 +15,30 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragloom._config import data_dir
+from ragloom.planners._render import call_text
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ragloom.agent import AgentEvent
 
-__all__ = ["DemoCorpus", "demo_corpus", "run_demo", "stdlib_corpus"]
+__all__ = [
+    "DemoCorpus",
+    "demo_corpus",
+    "hotpot_corpus",
+    "print_event",
+    "run_demo",
+    "search_tool",
+    "stdlib_corpus",
+    "stream_answer",
+]
 
 STDLIB_MODULES = (
     "json", "csv", "pickle", "heapq", "bisect", "functools", "itertools", "collections",
@@ -78,7 +89,8 @@ def hotpot_corpus(folder: Path, source: Path) -> Path:
     corpus = json.loads((source / "hotpotqa_train_corpus.json").read_text(encoding="utf-8"))
     for number, (title, sentences) in enumerate(corpus.items()):
         text = f"{title}: {''.join(sentences)}"
-        (folder / f"p{number:04d}.txt").write_text(text, encoding="utf-8")
+        stem = re.sub(r"\W+", "_", title).strip("_")[:60] or "untitled"
+        (folder / f"{stem}_{number}.txt").write_text(text, encoding="utf-8")
     return folder
 
 
@@ -97,14 +109,12 @@ def demo_corpus(workdir: Path) -> DemoCorpus:
 
 
 def search_tool(retriever: Any, k: int = 3) -> Any:
-    """A ``search(query)`` tool over a retriever, for the planner."""
-    from ragloom.tools import Tool
+    """A ``search(query)`` tool over a retriever (a :class:`RetrievalSource`), for the planner."""
+    from ragloom.planners.reaper import source_tool
+    from ragloom.retrievers.sources import RetrievalSource
 
-    def search(query: str) -> list[Any]:
-        """Search the indexed documents; returns the best matching passages."""
-        return list(retriever.retrieve(query, k=k))
-
-    return Tool.from_function(search, name="search", timeout=60)
+    description = "Search the indexed documents; returns the best matching passages."
+    return source_tool(RetrievalSource("search", description, retriever, k=k))
 
 
 def print_event(console: Console, event: AgentEvent, t0: float) -> None:
@@ -112,14 +122,14 @@ def print_event(console: Console, event: AgentEvent, t0: float) -> None:
     at = f"[dim]{time.perf_counter() - t0:6.2f}s[/dim]"
     if event.kind == "token":
         console.print(event.data, end="", style="cyan", markup=False, highlight=False)
-    elif event.kind in ("started", "finished"):
+    elif event.kind in ("started", "finished", "failed"):
         data = event.data
-        mark = "▶" if event.kind == "started" else "■"
+        mark = "▶ start" if event.kind == "started" else "■ done "
         extra = ""
-        if event.kind == "finished" and data.observation is not None:
+        if data.observation is not None:
             obs = data.observation
-            extra = " ok" if obs.ok else f" [red]{obs.error}[/red]"
-        console.print(f"\n{at} {mark} task {data.task_id} {data.tool}{extra}", highlight=False)
+            extra = f" {call_text(obs)}" if obs.ok else f" [red]{obs.error}[/red]"
+        console.print(f"\n{at} {mark} task {data.task_id}{extra}", highlight=False, markup=True)
     elif event.kind == "plan_error":
         console.print(f"\n{at} [yellow]plan stopped: {event.data}[/yellow]")
     elif event.kind == "replan":
@@ -127,31 +137,47 @@ def print_event(console: Console, event: AgentEvent, t0: float) -> None:
 
 
 def run_demo(
-    console: Console, *, model: str | None = None, question: str | None = None, workdir: Path
+    console: Console,
+    *,
+    workdir: Path,
+    model: str | None = None,
+    question: str | None = None,
+    llm: Any = None,
+    embedder: Any = None,
 ) -> Any:
-    """Index the demo corpus and answer the question with streaming output; returns the result."""
+    """Index the demo corpus and answer the question with streaming output; returns the result.
+
+    ``llm`` and ``embedder`` replace the embedded model and MiniLM (tests use fakes).
+    """
     import asyncio
 
     from ragloom.agent import Agent
-    from ragloom.retrievers import build_index
+    from ragloom.planners.llmcompiler import LLMCompilerPlanner
+    from ragloom.planners.prompts import MULTIHOP_EXAMPLES
+    from ragloom.retrievers.index import build_index
     from ragloom.runtime import load_llm
 
     corpus = demo_corpus(workdir)
     t0 = time.perf_counter()
     console.rule(f"[bold]1. Index: {corpus.name}")
-    index = build_index(corpus.folder, store="faiss", chunker="sentences:600")
+    index = build_index(
+        corpus.folder, store="hybrid", chunker="sentences:600", embedder=embedder, progress=False
+    )
     console.print(f"indexed in {time.perf_counter() - t0:.1f}s")
     console.rule("[bold]2. Load the embedded model")
-    llm = load_llm(model) if model else load_llm()
+    if llm is None:
+        llm = load_llm(model) if model else load_llm()
     console.print(f"model: {llm.model_name}")
-    agent = Agent(llm, [search_tool(index.retriever)], max_replans=1)
+    planner = LLMCompilerPlanner(llm, examples=MULTIHOP_EXAMPLES)
+    agent = Agent(llm, [search_tool(index.retriever)], planner=planner, max_replans=1)
     ask = question or corpus.question
     console.rule("[bold]3. Plan (streamed) and task timeline")
     console.print(f"[bold]Question:[/bold] {ask}\n")
-    return asyncio.run(_stream(console, agent, ask))
+    return asyncio.run(stream_answer(console, agent, ask))
 
 
-async def _stream(console: Console, agent: Any, question: str) -> Any:
+async def stream_answer(console: Console, agent: Any, question: str) -> Any:
+    """Run the agent on ``question``, printing its events; then the answer and its sources."""
     t0 = time.perf_counter()
     result = None
     async for event in agent.astream(question):

@@ -15,6 +15,7 @@ __all__ = [
     "ANSWER_SYSTEM",
     "END_OF_PLAN",
     "JOINER_SYSTEM",
+    "MULTIHOP_EXAMPLES",
     "PLANNER_SYSTEM",
     "REAPER_SYSTEM",
     "joiner_messages",
@@ -22,6 +23,18 @@ __all__ = [
 ]
 
 END_OF_PLAN = "<END_OF_PLAN>"
+
+# Few-shot plans for question answering over one ``search(query)`` tool.
+MULTIHOP_EXAMPLES = (
+    "Question: Which river is longer, the Rhine or the Elbe?\n"
+    "Thought: two independent look-ups, in parallel\n"
+    '1. search(query="Rhine river length")\n2. search(query="Elbe river length")\n'
+    f"3. join(){END_OF_PLAN}",
+    "Question: Who founded the company that makes the Model S?\n"
+    '1. search(query="company that makes the Model S car")\n'
+    '2. search(query="Tesla founders")\n'
+    f"3. join(){END_OF_PLAN}",
+)
 
 PLANNER_SYSTEM = """You write a plan of tool calls that answers the user's question.
 Tools:
@@ -48,8 +61,9 @@ JOINER_SYSTEM = """You read the results of tool calls and decide.
 If they answer the question, reply with JSON {{"action": "finish", "answer": "<the answer>"}}.
 If they do not and more tool calls would help, reply with JSON
 {{"action": "replan", "reason": "<what is missing>"}}.{replan_note}
-The answer is as short as possible: a name, a number, a date, or yes/no - not a sentence.
-Reply with the JSON object only."""
+The answer is as short as possible - a name, a number, a date, "yes" or "no" - never a
+sentence. For example {{"action": "finish", "answer": "yes"}} or
+{{"action": "finish", "answer": "1997"}}. Reply with the JSON object only."""
 
 REAPER_SYSTEM = """You plan retrieval for a conversational assistant. Sources you can search:
 {tools}
