@@ -20,7 +20,6 @@ import asyncio
 import os
 import queue
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from ragloom.errors import ConfigError
@@ -58,12 +57,11 @@ class TorchLLM(BaseLLM):
         config: EngineConfig | None = None,
         **settings: Any,
     ) -> None:
-        from ragloom.runtime.model_files import resolve_model
+        from ragloom.runtime.model_files import model_name, resolve_model
         from ragloom.runtime.models.gguf_loader import load_gguf
 
         path = resolve_model(model)
-        name = os.fspath(model)
-        self.model_name = Path(name).stem if name.lower().endswith(".gguf") else name
+        self.model_name = model_name(model)
         loaded = load_gguf(path)
         self.tokenizer = loaded.tokenizer
         self.engine = LLMEngine(loaded, config or EngineConfig(**settings))
@@ -103,10 +101,19 @@ class TorchLLM(BaseLLM):
         self, prompts: Sequence[Prompt], params: SamplingParams | None = None
     ) -> list[Completion]:
         """Complete every prompt in one batch."""
-        params = params or SamplingParams()
+        seqs = self._run([self.encode(p) for p in prompts], params or SamplingParams())
+        return [self._completion(s) for s in seqs]
+
+    def generate_tokens(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None
+    ) -> list[list[int]]:
+        """Token-level :meth:`generate`: prompt ids in, completion ids out (one batch)."""
+        seqs = self._run(prompts, params or SamplingParams())
+        return [s.completion_token_ids for s in seqs]
+
+    def _run(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Seq]:
         done: queue.Queue[BaseException | None] = queue.Queue()
-        ids = [self.encode(p) for p in prompts]
-        seqs = [self._background.submit(i, params, self._on_finish(done.put)) for i in ids]
+        seqs = [self._background.submit(i, params, self._on_finish(done.put)) for i in prompts]
         try:
             for _ in seqs:
                 error = done.get()
@@ -116,7 +123,7 @@ class TorchLLM(BaseLLM):
             for seq in seqs:
                 if not seq.is_finished:
                     self._background.abort(seq)
-        return [self._completion(s) for s in seqs]
+        return seqs
 
     async def agenerate(
         self, prompts: Sequence[Prompt], params: SamplingParams | None = None

@@ -19,6 +19,7 @@ from ragloom.runtime.engine.llm_engine import LLMEngine
 from ragloom.runtime.llm import SamplingParams
 from ragloom.runtime.model_files import resolve_model
 from ragloom.runtime.models.gguf_loader import load_gguf
+from ragloom.runtime.models.reference import hf_reference
 
 pytestmark = pytest.mark.model
 NUM_TOKENS = 32
@@ -84,52 +85,14 @@ def test_score_matches_transformers_log_probabilities():
 
 
 def test_qwen2_engine_matches_transformers_for_32_greedy_tokens():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     loaded = load_gguf(resolve_model("qwen2.5-coder-0.5b-instruct"))
-    cfg = loaded.config
-    ids = list(
-        loaded.tokenizer.apply_chat_template(
-            [{"role": "user", "content": "Write a Python function that adds two numbers."}],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
+    question = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+    text = loaded.tokenizer.apply_chat_template(
+        question, add_generation_prompt=True, tokenize=False
     )
-    ids = loaded.tokenizer.encode("".join(ids))
-    ref = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=cfg.vocab_size,
-            hidden_size=cfg.hidden_size,
-            intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            num_key_value_heads=cfg.num_kv_heads,
-            rope_theta=cfg.rope_theta,
-            rms_norm_eps=cfg.rms_norm_eps,
-            tie_word_embeddings=False,
-            max_position_embeddings=cfg.context_length,
-        )
-    )
-    ref.load_state_dict(hf_state_dict(loaded.model.state_dict(), cfg), strict=True)
-    want = hf_greedy(ref.eval(), ids)
+    ids = loaded.tokenizer.encode(text)
+    ref = hf_reference(loaded)
+    want = hf_greedy(ref, ids)
     del ref
     engine = LLMEngine(loaded, EngineConfig(num_threads=1, kv_cache_tokens=1024))
     assert engine_greedy(engine, [ids]) == [want]
-
-
-def hf_state_dict(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
-    """The engine's fused tensors split back into transformers' names."""
-    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-    out = {}
-    for name, tensor in state.items():
-        if "qkv_proj" in name:
-            kind = name.rsplit(".", 1)[1]
-            for part, t in zip("qkv", tensor.split([q, kv, kv]), strict=True):
-                out[name.replace("qkv_proj." + kind, f"{part}_proj.{kind}")] = t
-        elif "gate_up_proj" in name:
-            gate, up = tensor.chunk(2)
-            out[name.replace("gate_up_proj", "gate_proj")] = gate
-            out[name.replace("gate_up_proj", "up_proj")] = up
-        else:
-            out[name.replace("lm_head.proj", "lm_head")] = tensor
-    return out

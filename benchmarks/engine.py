@@ -1,0 +1,264 @@
+"""Benchmark of the embedded torch engine, all on one model in one run.
+
+(a) time to first token of a planner-like prompt (~1,000-token shared system prefix with tool
+    descriptions and few-shot plans, ~30-token question): cold (prefix cache emptied) versus a
+    new question behind the cached prefix. Target: at least 5x.
+(b) single-stream decode tokens/s (decode only: the time of n tokens minus the time of 1) of
+    the engine against HF transformers ``generate`` on the same weights and dtype (float32),
+    target 2x; against llama.cpp (ragloom's cyllama backend on the original quantised GGUF, the
+    CPU ceiling); and of the engine with int8 dynamic quantisation, whose quality against float32
+    is the share of its first 32 greedy tokens that equal the float32 engine's.
+(c) total throughput of 8 concurrent requests (``agenerate`` from 8 tasks) against running them
+    one after another on the same engine. Target: at least 3x.
+(d) peak resident memory of the process (engine, HF reference and llama.cpp all loaded).
+
+``greedy_match`` says whether the engine's first 32 greedy tokens equal the HF reference's.
+Every backend uses the same number of threads (``--threads``; default: idle cores). The CPU may
+be shared, so timings are medians of a few repeats; ratios are measured in the same run.
+
+Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
+one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+
+from ragloom.runtime.engine.model_runner import default_num_threads
+from ragloom.runtime.llm import SamplingParams
+from ragloom.runtime.model_files import resolve_model
+from ragloom.runtime.models.gguf_loader import load_gguf
+from ragloom.runtime.models.reference import hf_reference
+from ragloom.runtime.torch_llm import TorchLLM
+
+TOOLS = """Tools:
+1. search(query: str) -> str: searches a search engine for the query and returns the top
+   snippets. Use it for facts about people, places, events and things you do not know.
+2. math(problem: str, context: list[str] | None) -> float: solves a math problem written in
+   plain words or as an expression; pass earlier results ($1, $2) as context when needed.
+3. join() -> None: collects the results and ends the plan; it is always the last task.
+Rules: each task has an id, calls exactly one tool, and may use the output of an earlier task
+through $id. Independent tasks run in parallel, so do not make a task depend on another unless
+it needs its output. Never repeat a task. Keep arguments short and specific.
+"""
+EXAMPLES = [
+    (
+        "How much taller is the Eiffel Tower than the Statue of Liberty?",
+        '1. search("Eiffel Tower height")\n2. search("Statue of Liberty height")\n'
+        '3. math("$1 - $2")\n4. join()<END_OF_PLAN>',
+    ),
+    (
+        "What is the combined population of Paris and Berlin?",
+        '1. search("population of Paris")\n2. search("population of Berlin")\n'
+        '3. math("$1 + $2")\n4. join()<END_OF_PLAN>',
+    ),
+    (
+        "How many years passed between the first Moon landing and the fall of the Berlin Wall?",
+        '1. search("year of the first Moon landing")\n2. search("year the Berlin Wall fell")\n'
+        '3. math("$2 - $1")\n4. join()<END_OF_PLAN>',
+    ),
+]
+QUESTIONS = [
+    "Which is longer, the Nile or the Amazon river, and by how many kilometres is it longer?",
+    "What is the sum of the heights of Mount Everest and K2 in metres, rounded to hundreds?",
+    "How many more people live in Tokyo than in New York City according to recent estimates?",
+    "What is the average of the boiling points of water and ethanol in degrees Celsius?",
+]
+STORY = "Write a long, detailed story about a lighthouse keeper who finds a map."
+
+
+def planner_messages(tokenizer: Any, question: str, target: int = 1000) -> list[dict[str, str]]:
+    """A system prompt of about ``target`` tokens, then the question."""
+    system = "You are a planner that writes plans of tool calls to answer questions.\n" + TOOLS
+    i = 0
+    while len(tokenizer.encode(system)) < target:
+        q, plan = EXAMPLES[i % len(EXAMPLES)]
+        system += f"\nExample {i + 1}\nQuestion: {q}\nPlan:\n{plan}\n"
+        i += 1
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def bench_ttft(llm: TorchLLM, repeats: int) -> dict[str, Any]:
+    one = SamplingParams(max_tokens=1)
+    cold, warm = [], []
+    for r in range(repeats):
+        llm.reset_prefix_cache()
+        first = planner_messages(llm.tokenizer, QUESTIONS[2 * r % 4])
+        t_cold, out = timed(partial(llm.generate, [first], one))
+        second = planner_messages(llm.tokenizer, QUESTIONS[(2 * r + 1) % 4])
+        t_warm, hit = timed(partial(llm.generate, [second], one))
+        cold.append(t_cold)
+        warm.append(t_warm)
+    return {
+        "prompt_tokens": out[0].prompt_tokens,
+        "cached_tokens": hit[0].cached_tokens,
+        "ttft_cold_s": statistics.median(cold),
+        "ttft_cached_s": statistics.median(warm),
+        "ttft_speedup": statistics.median(cold) / statistics.median(warm),
+    }
+
+
+def decode_rate(generate_n: Callable[[int], int], n: int, repeats: int) -> float:
+    """Decode tokens/s: (n - 1) tokens in the time of n tokens minus the time of one."""
+    rates = []
+    for _ in range(repeats):
+        t1, _ = timed(lambda: generate_n(1))
+        tn, made = timed(lambda: generate_n(n))
+        rates.append((made - 1) / max(tn - t1, 1e-9))
+    return statistics.median(rates)
+
+
+def hf_generate(model: Any, ids: list[int], n: int) -> list[int]:
+    inputs = torch.tensor([ids])
+    with torch.inference_mode():
+        out = model.generate(
+            inputs,
+            attention_mask=torch.ones_like(inputs),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            eos_token_id=None,
+        )
+    return out[0, len(ids) :].tolist()
+
+
+def engine_tokens(llm: TorchLLM, ids: list[int], n: int) -> list[int]:
+    saved, llm.engine.eos_token_ids = llm.engine.eos_token_ids, frozenset()
+    try:  # no end-of-sequence: fixed lengths for timing and comparison
+        return llm.generate_tokens([ids], SamplingParams(max_tokens=n))[0]
+    finally:
+        llm.engine.eos_token_ids = saved
+
+
+def int8_quality(fp32: TorchLLM, int8: TorchLLM, n: int) -> dict[str, float]:
+    """How far int8 drifts from float32: greedy agreement and log-prob of fp32's tokens."""
+    prefix, delta = [], []
+    for q in QUESTIONS:
+        msgs = [{"role": "user", "content": q}]
+        ids = fp32.encode(msgs)
+        want, got = engine_tokens(fp32, ids, n), engine_tokens(int8, ids, n)
+        same = next((i for i, (a, b) in enumerate(zip(want, got, strict=True)) if a != b), n)
+        prefix.append(same / n)
+        text = fp32.tokenizer.decode(want)
+        lp32, lp8 = fp32.score([msgs], [text])[0][0], int8.score([msgs], [text])[0][0]
+        delta.append((lp8 - lp32) / n)
+    return {
+        "int8_greedy_prefix_match": statistics.mean(prefix),
+        "int8_logprob_delta_per_token": statistics.mean(delta),
+    }
+
+
+def bench_batch(llm: TorchLLM, n: int) -> dict[str, Any]:
+    asks = ("Explain step by step.", "Answer briefly, then explain why.")
+    msgs = [[{"role": "user", "content": f"{q} {a}"}] for a in asks for q in QUESTIONS]
+    params = SamplingParams(max_tokens=n)
+    llm.reset_prefix_cache()
+    t_seq = 0.0
+    seq_tokens = 0
+    for m in msgs:
+        t, out = timed(partial(llm.generate, [m], params))
+        t_seq += t
+        seq_tokens += out[0].completion_tokens
+    llm.reset_prefix_cache()
+
+    async def concurrent() -> list[Any]:
+        return await asyncio.gather(*(llm.agenerate([m], params) for m in msgs))
+
+    t_par, outs = timed(lambda: asyncio.run(concurrent()))
+    par_tokens = sum(o[0].completion_tokens for o in outs)
+    return {
+        "sequential_tok_s": seq_tokens / t_seq,
+        "concurrent_tok_s": par_tokens / t_par,
+        "batch_speedup": (par_tokens / t_par) / (seq_tokens / t_seq),
+    }
+
+
+def bench_decode(llm: TorchLLM, model: str, ids: list[int], n: int, repeats: int) -> dict:
+    """Greedy equality with, and decode speed against, transformers on the same weights."""
+    ref = hf_reference(load_gguf(resolve_model(model)))
+    match = engine_tokens(llm, ids, 32) == hf_generate(ref, ids, 32)
+
+    def ours(k: int) -> int:
+        return len(engine_tokens(llm, ids, k))
+
+    def theirs(k: int) -> int:
+        return len(hf_generate(ref, ids, k))
+
+    engine_tok_s, hf_tok_s = decode_rate(ours, n, repeats), decode_rate(theirs, n, repeats)
+    return {
+        "greedy_match": match,
+        "engine_tok_s": engine_tok_s,
+        "hf_tok_s": hf_tok_s,
+        "decode_vs_hf": engine_tok_s / hf_tok_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer tokens and repeats")
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--threads", type=int, default=0, help="0: the idle cores")
+    args = parser.parse_args()
+    threads = args.threads or default_num_threads()
+    repeats, n_decode, n_batch = (1, 16, 16) if args.quick else (3, 32, 32)
+    torch.set_num_threads(threads)
+    report: dict[str, Any] = {"model": args.model, "threads": threads, "quick": args.quick}
+
+    llm = TorchLLM(args.model, num_threads=threads)
+    report["engine_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report.update(bench_ttft(llm, repeats))
+    print("ttft", {k: report[k] for k in ("ttft_cold_s", "ttft_cached_s", "ttft_speedup")})
+
+    ids = llm.encode([{"role": "user", "content": STORY}])
+    report.update(bench_decode(llm, args.model, ids, n_decode, repeats))
+    print("decode", {k: report[k] for k in ("greedy_match", "engine_tok_s", "hf_tok_s")})
+
+    int8 = TorchLLM(args.model, num_threads=threads, quantization="int8")
+    report.update(int8_quality(llm, int8, n_decode))
+    report["int8_tok_s"] = decode_rate(
+        lambda n: len(engine_tokens(int8, ids, n)), n_decode, repeats
+    )
+    report["decode_int8_vs_hf"] = report["int8_tok_s"] / report["hf_tok_s"]
+    print("int8", {k: v for k, v in report.items() if k.startswith("int8")})
+
+    report.update(bench_llamacpp(args.model, ids, threads, n_decode, repeats))
+    report["decode_vs_llamacpp"] = report["engine_tok_s"] / report["llamacpp_tok_s"]
+    report["decode_int8_vs_llamacpp"] = report["int8_tok_s"] / report["llamacpp_tok_s"]
+    print("llama.cpp", report["llamacpp_tok_s"])
+
+    report.update(bench_batch(llm, n_batch))
+    print("batch", report["batch_speedup"])
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()}))
+
+
+def bench_llamacpp(model: str, ids: list[int], threads: int, n: int, repeats: int) -> dict:
+    from ragloom.runtime.backends.llamacpp import LlamaCppLLM
+
+    cpp = LlamaCppLLM(model, n_threads=threads, n_ctx=2048)
+    prompt = [{"role": "user", "content": STORY}]
+
+    def run(k: int) -> int:
+        return cpp.generate([prompt], SamplingParams(max_tokens=k))[0].completion_tokens
+
+    return {"llamacpp_tok_s": decode_rate(run, n, repeats)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The transformers twin of an engine model: the plain reference forward pass.
+
+:func:`hf_reference` builds ``transformers``' own ``LlamaForCausalLM`` / ``Qwen2ForCausalLM``
+on exactly the weights the engine runs (its fused Q/K/V and gate/up tensors split back), so
+tests and benchmarks can compare the paged, batched, prefix-cached engine with an unbatched,
+unpaged implementation that ragloom did not write. Not used at serving time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ragloom.runtime.models.config import ModelConfig
+from ragloom.runtime.models.gguf_loader import LoadedModel
+
+__all__ = ["hf_reference", "hf_state_dict"]
+
+
+def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The engine's tensors under transformers' names (fused projections split)."""
+    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    out = {}
+    for name, tensor in state.items():
+        if "qkv_proj" in name:
+            kind = name.rsplit(".", 1)[1]
+            for part, t in zip("qkv", tensor.split([q, kv, kv]), strict=True):
+                out[name.replace("qkv_proj." + kind, f"{part}_proj.{kind}")] = t
+        elif "gate_up_proj" in name:
+            gate, up = tensor.chunk(2)
+            out[name.replace("gate_up_proj", "gate_proj")] = gate
+            out[name.replace("gate_up_proj", "up_proj")] = up
+        else:
+            out[name.replace("lm_head.proj", "lm_head")] = tensor
+    return out
+
+
+def hf_reference(loaded: LoadedModel) -> Any:
+    """A float32 transformers model with ``loaded``'s weights (call before quantising it)."""
+    import transformers
+
+    cfg = loaded.config
+    name = {"llama": "Llama", "qwen2": "Qwen2"}[cfg.architecture]
+    config = getattr(transformers, f"{name}Config")(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        rope_theta=cfg.rope_theta,
+        rms_norm_eps=cfg.rms_norm_eps,
+        tie_word_embeddings=cfg.tie_word_embeddings,
+        max_position_embeddings=cfg.context_length,
+        attention_bias=cfg.attention_bias,
+    )
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every weight is overwritten below
+        model = getattr(transformers, f"{name}ForCausalLM")(config)
+    state = hf_state_dict(loaded.model.state_dict(), cfg)
+    if cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    return model.eval()
