@@ -145,3 +145,19 @@ def test_reranking_retriever_fetches_more_then_cuts():
     hits = retriever.retrieve("masks?", k=2, where={"source": "s"})
     assert inner.asked == [(4, {"source": "s"})]
     assert [h.chunk.id for h in hits] == ["c1", "c3"]
+
+
+@pytest.mark.model
+def test_llm_reranker_on_a_real_packaged_model():
+    """Mechanics on SmolLM2 (llama.cpp): scores are log P(yes | yes or no) from the real logits."""
+    from ragloom.runtime import load_llm
+
+    llm = load_llm("smollm2")
+    reranker = LLMReranker(llm, batch_size=2, max_passage_chars=200)
+    hits = make_hits(PASSAGES[:2])
+    out = reranker.rerank("Do masks help?", hits)
+    prompts = [reranker.prompt.format(query="Do masks help?", passage=p) for p in PASSAGES[:2]]
+    raw = llm.score(prompts, [" yes", " no"])
+    expected = {f"c{i}": yes - np.logaddexp(yes, no) for i, (yes, no) in enumerate(raw)}
+    assert {h.chunk.id: pytest.approx(h.score, abs=1e-6) for h in out} == expected
+    assert all(h.score < 0 for h in out)
