@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import graphlib
 import logging
 import time
 from collections import defaultdict
@@ -170,9 +171,11 @@ class Run:
         # stream over and nothing running: the tasks still waiting wait for ids that never
         # come (or for each other); fail them one by one (a join may start and run first)
         while self.unmet and not self.active:
-            first = min(self.unmet)
-            del self.unmet[first]
-            self._record(_stranded(self.arrived[first], self.arrived))
+            task_id, why = _stranded(self.unmet, self.arrived, self.done)
+            del self.unmet[task_id]
+            task = self.arrived[task_id]
+            error = f"PlanError: {PlanError(why, task_id=task_id, line=task.line)}"
+            self._record(Observation(task_id, task.tool, task.args, error=error, attempts=0))
         if not self.unmet and not self.active:
             self.finished.set()
 
@@ -245,11 +248,20 @@ def _skipped(task: Task, failed: Observation) -> Observation:
     return Observation(task.id, task.tool, task.args, error=error, attempts=0)
 
 
-def _stranded(task: Task, arrived: Mapping[int, Task]) -> Observation:
-    missing = sorted(d for d in task.deps if d not in arrived)
-    if missing:
-        why = f"depends on ${missing[0]}, which never arrived"
-    else:
-        why = "waits in a dependency cycle"
-    error = str(PlanError(why, task_id=task.id, line=task.line))
-    return Observation(task.id, task.tool, task.args, error=f"PlanError: {error}", attempts=0)
+def _stranded(
+    unmet: Mapping[int, set[int]], arrived: Mapping[int, Task], done: Mapping[int, Observation]
+) -> tuple[int, str]:
+    """A waiting task that can never start, and why: first those that wait for an id that
+    never arrived, then a member of a dependency cycle (their dependants then fail in turn).
+    """
+    for task_id in sorted(unmet):
+        missing = sorted(d for d in unmet[task_id] if d not in arrived and d not in done)
+        if missing:
+            return task_id, f"depends on ${missing[0]}, which never arrived"
+    graph = {t: [d for d in deps if d in unmet] for t, deps in unmet.items()}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        return cycle[0], "is in a dependency cycle " + " -> ".join(f"${i}" for i in cycle)
+    raise AssertionError("waiting tasks with every dependency arrived must form a cycle")

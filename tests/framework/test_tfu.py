@@ -210,18 +210,28 @@ async def test_streamed_task_may_arrive_before_its_dependency() -> None:
 
 async def test_missing_dependency_and_cycles_fail_when_the_stream_ends() -> None:
     tasks = [
-        Task(1, "echo", {"text": "$9"}),
+        Task(1, "echo", {"text": "$99"}),
         Task(2, "echo", {"text": "$1"}),
         Task(3, "echo", {"text": "$4"}),
         Task(4, "echo", {"text": "$3"}),
         Task(5, "echo", {"text": "fine"}),
         Task(6, "join"),
+        Task(7, "echo", {"text": "$8"}),  # waits on a cycle without being in it
+        Task(8, "echo", {"text": "$9 $10"}),
+        Task(9, "echo", {"text": "$10"}),
+        Task(10, "echo", {"text": "$9"}),
     ]
     out = await asyncio.wait_for(TaskFetchingUnit(registry()).run(tasks), 10)
-    assert "task 1: depends on $9, which never arrived" in out[1].error
+    assert "task 1: depends on $99, which never arrived" in out[1].error
     assert out[2].error.startswith("dependency $1 failed: PlanError")
-    assert "dependency cycle" in out[3].error and out[4].error.startswith("dependency $3")
+    cycle_member, behind = sorted((3, 4), key=lambda i: "cycle" in out[i].error, reverse=True)
+    assert "is in a dependency cycle $" in out[cycle_member].error
+    assert out[behind].error.startswith(f"dependency ${cycle_member} failed")
     assert out[5].value == "fine" and out[6].ok
+    # 7 and 8 only wait on the cycle 9 <-> 10: they fail as dependants, not as its members
+    assert out[7].error.startswith("dependency $8 failed: dependency $")
+    assert out[8].error.startswith(("dependency $9 failed", "dependency $10 failed"))
+    assert any(f"task {i}: is in a dependency cycle ${i} -> $" in out[i].error for i in (9, 10))
 
 
 async def test_results_of_earlier_rounds_feed_dependants_and_are_not_rerun() -> None:
