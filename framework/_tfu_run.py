@@ -97,7 +97,7 @@ class Run:
             else:
                 for task in tasks:
                     self.add(task)
-        except Exception as exc:  # a bad stream ends the run; finished tasks stay in .out
+        except Exception as exc:  # a bad stream ends the run (on_event saw the finished tasks)
             self.error = exc
             self.finished.set()
             return
