@@ -170,3 +170,64 @@ def test_langchain_tools_are_wrapped() -> None:
     assert asyncio.run(async_wrapped.ainvoke({"text": "hi"})) == "HI"
     with pytest.raises(ConfigError, match="BaseTool"):
         Tool.from_langchain(search)
+
+
+# --- conformance: every kind of tool behaves the same ----------------------------------------
+
+
+def _sync_fn():
+    def scale(x: int, factor: int = 2) -> int:
+        """Multiply x by factor."""
+        return x * factor
+
+    return Tool.from_function(scale)
+
+
+def _async_fn():
+    async def scale(x: int, factor: int = 2) -> int:
+        """Multiply x by factor."""
+        await asyncio.sleep(0)
+        return x * factor
+
+    return Tool.from_function(scale)
+
+
+def _langchain_sync():
+    from langchain_core.tools import tool as lc_tool
+
+    @lc_tool
+    def scale(x: int, factor: int = 2) -> int:
+        """Multiply x by factor."""
+        return x * factor
+
+    return Tool.from_langchain(scale)
+
+
+def _langchain_async():
+    from langchain_core.tools import StructuredTool
+
+    async def scale(x: int, factor: int = 2) -> int:
+        """Multiply x by factor."""
+        return x * factor
+
+    return Tool.from_langchain(StructuredTool.from_function(coroutine=scale))
+
+
+@pytest.fixture(params=[_sync_fn, _async_fn, _langchain_sync, _langchain_async])
+def scale_tool(request) -> Tool:
+    return request.param()
+
+
+async def test_conformance_schema_validation_and_calls(scale_tool: Tool) -> None:
+    from ragloom import Task, TaskFetchingUnit
+
+    assert scale_tool.name == "scale" and scale_tool.description == "Multiply x by factor."
+    assert scale_tool.signature() == "scale(x: int, factor: int = 2)"
+    assert scale_tool.validate_args({"0": "3"}) == {"x": 3, "factor": 2}
+    with pytest.raises(ToolError, match="argument 'x'"):
+        scale_tool.validate_args({"x": "three"})
+    assert await scale_tool.ainvoke({"x": 4, "factor": 3}) == 12
+    out = await TaskFetchingUnit(ToolRegistry([scale_tool])).run(
+        [Task(1, "scale", {"x": 5}), Task(2, "scale", {"x": "$1", "factor": 10})]
+    )
+    assert out[2].value == 100 and out[2].args == {"x": 10, "factor": 10}
