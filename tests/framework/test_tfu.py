@@ -10,6 +10,8 @@ import threading
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ragloom import (
     Observation,
@@ -350,3 +352,58 @@ def test_settings_are_checked() -> None:
         RetryPolicy(max_attempts=0)
     with pytest.raises(ConfigError, match="contradicts"):
         Observation(1, "x", {}, error="e", ok=True)
+
+
+# --- property: any DAG, any failures, streamed in any order ----------------------------------
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[list[Task], set[int], bool]:
+    """Tasks with random earlier dependencies, a set of failing ids, and stream or list."""
+    n = draw(st.integers(1, 14))
+    tasks = []
+    for i in range(1, n + 1):
+        deps = draw(st.sets(st.integers(1, i - 1), max_size=3)) if i > 1 else set()
+        tasks.append(Task(i, "step", {"i": i, "after": [f"${d}" for d in sorted(deps)]}))
+    failing = draw(st.sets(st.integers(1, n), max_size=3))
+    return draw(st.permutations(tasks)), failing, draw(st.booleans())
+
+
+@settings(max_examples=40, deadline=None)
+@given(dags())
+@pytest.mark.timeout(60)
+def test_property_every_task_gets_the_right_observation(case) -> None:
+    tasks, failing, streamed = case
+    ended: dict[int, int] = {}
+    clock = iter(range(10**6))
+
+    async def step(i: int, after: list) -> int:
+        """Fails for the chosen ids."""
+        await asyncio.sleep(0)
+        ended[i] = next(clock)
+        if i in failing:
+            raise RuntimeError(f"fail {i}")
+        return i
+
+    started: dict[int, int] = {}
+
+    def on_event(event: TaskEvent) -> None:
+        if event.kind == "started":
+            started[event.task_id] = next(clock)
+
+    async def stream():
+        for task in tasks:
+            yield task
+            await asyncio.sleep(0)
+
+    unit = TaskFetchingUnit(ToolRegistry([Tool.from_function(step)]), on_event=on_event)
+    out = asyncio.run(asyncio.wait_for(unit.run(stream() if streamed else tasks), 10))
+    assert set(out) == {t.id for t in tasks}
+    for task in sorted(tasks, key=lambda t: t.id):
+        dep_ok = all(out[d].ok for d in task.deps)
+        assert out[task.id].ok == (dep_ok and task.id not in failing), out[task.id]
+        if dep_ok:  # it ran, and only after every dependency had ended
+            assert all(started[task.id] > ended[d] for d in task.deps)
+            assert out[task.id].args["after"] == sorted(task.deps)
+        else:
+            assert task.id not in started and out[task.id].error.startswith("dependency $")
