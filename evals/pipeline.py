@@ -8,7 +8,7 @@ retrieval) BM25 index once; generations go through a disk cache keyed by (prompt
 parameters, seed). With ``shared=False`` every cell recomputes its own chunks, embeddings
 (no embedding cache) and index -- the naive baseline the sweep benchmark compares against.
 
-This module does not score (see :mod:`ragloom.evals.evaluate`) nor persist results
+This module does not score (see :mod:`ragloom.evals.scoring`) nor persist results
 (:mod:`ragloom.evals.results`).
 """
 

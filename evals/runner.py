@@ -16,9 +16,9 @@ from ragloom.errors import ConfigError
 from ragloom.evals._types import Example, Passage
 from ragloom.evals.cache import CachedLLM, CompletionCache
 from ragloom.evals.datasets import load_dataset
-from ragloom.evals.evaluate import evaluate, metric_name
 from ragloom.evals.pipeline import CellConfig, Workspace, restrict_corpus, run_cell
 from ragloom.evals.results import CellRecord, now
+from ragloom.evals.scoring import evaluate, metric_name
 
 if TYPE_CHECKING:
     from ragloom.evals.sweep import SweepConfig

@@ -180,3 +180,10 @@ def test_evaluate_counts_undefined_scores_instead_of_averaging_them():
     result = evaluate(examples, [Prediction.of(REFERENCE)] * 2, [exact_match])
     assert result.means == {"exact_match": 1.0} and result.num_undefined == {"exact_match": 1}
     assert math.isnan(result.rows[1]["exact_match"].score)
+
+
+def test_exported_names_are_not_shadowed_by_submodules():
+    import ragloom.evals as evals
+    import ragloom.evals.runner  # noqa: F401  (imports every evals module it uses)
+
+    assert callable(evals.evaluate) and not isinstance(evals.evaluate, type(evals))
