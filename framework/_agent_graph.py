@@ -15,18 +15,16 @@ or parse joiner output (that is :mod:`ragloom.planners`).
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from ragloom._agent_journal import journal_load, journal_put, journalled, persistence
 from ragloom.agent import AgentEvent, AgentResult, Finish, PlanRound, next_task_id
 from ragloom.errors import PlanError
 from ragloom.planners._render import evidence_ids
@@ -44,30 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["build_graph", "parse_plan_text", "run_graph"]
 
 _JOURNAL = "ragloom_journal"
-# ragloom's own types that may sit in the checkpointed state; other types are restored only as
-# their serialized payload (LangGraph's msgpack allowlist; nothing is unpickled blindly).
-_ALLOWED_TYPES = [
-    ("ragloom.agent", "Finish"),
-    ("ragloom.agent", "PlanRound"),
-    ("ragloom.agent", "Replan"),
-    ("ragloom.plan", "Task"),
-    ("ragloom.retrievers._types", "Chunk"),
-    ("ragloom.retrievers._types", "Hit"),
-    ("ragloom.tfu", "Observation"),
-    ("ragloom.tfu", "TaskEvent"),
-]
-
-
-def _allowed() -> list[tuple[str, str]]:
-    from ragloom.tfu import Observation
-
-    return [*_ALLOWED_TYPES, (Observation.__module__, Observation.__qualname__)]
-
-
-def _serde() -> Any:
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-
-    return JsonPlusSerializer(allowed_msgpack_modules=_allowed())
 
 
 class AgentState(TypedDict, total=False):
@@ -106,7 +80,7 @@ class _Sink:
         self.writer({"kind": event.kind, "data": event})
         obs = event.observation
         if obs is not None and self.store is not None:
-            put = asyncio.ensure_future(_journal_put(self.store, self.namespace, obs, self.raws))
+            put = asyncio.ensure_future(journal_put(self.store, self.namespace, obs, self.raws))
             self.pending.add(put)
             put.add_done_callback(self.pending.discard)
 
@@ -132,41 +106,8 @@ def parse_plan_text(text: str, registry: ToolRegistry) -> tuple[list[Task], str]
     return [t for t in tasks if not t.is_join], ""
 
 
-# --- journal -------------------------------------------------------------------------------
-
-
 def _namespace(ctx: RunContext, state: AgentState, index: int) -> tuple[str, ...]:
     return (_JOURNAL, ctx.thread_id, state.get("run_id", ""), str(index))
-
-
-async def _journal_put(
-    store: Any, namespace: tuple[str, ...], obs: Observation, raws: dict[int, str]
-) -> None:
-    kind, blob = _serde().dumps_typed(obs)
-    value = {
-        "raw": raws.get(obs.task_id, ""),
-        "kind": kind,
-        "blob": base64.b64encode(blob).decode(),
-    }
-    await store.aput(namespace, str(obs.task_id), value)
-
-
-async def _journal_load(store: Any, namespace: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    if store is None:
-        return {}
-    items = await store.asearch(namespace, limit=100_000)
-    return {item.key: item.value for item in items}
-
-
-def _journalled(entries: dict[str, dict[str, Any]], tasks: Sequence[Task]) -> dict[int, Any]:
-    """Observations of finished tasks whose plan line is unchanged."""
-    serde = _serde()
-    done = {}
-    for task in tasks:
-        entry = entries.get(str(task.id))
-        if entry and entry.get("raw") == task.raw:
-            done[task.id] = serde.loads_typed((entry["kind"], base64.b64decode(entry["blob"])))
-    return done
 
 
 # --- nodes ---------------------------------------------------------------------------------
@@ -193,7 +134,7 @@ async def _plan(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
     rounds = list(state.get("rounds", []))
     index, first_id = len(rounds), next_task_id(rounds)
     namespace = _namespace(ctx, state, index)
-    entries = await _journal_load(runtime.store, namespace)
+    entries = await journal_load(runtime.store, namespace)
     if "plan" in entries:  # resumed: the plan was complete before the process died
         text = entries["plan"]["text"]
         write({"kind": "token", "data": text})
@@ -296,7 +237,7 @@ async def _run_rest(
 ) -> dict[int, Observation]:
     tasks, _ = parse_plan_text(current.plan, ctx.agent.registry)
     namespace = _namespace(ctx, state, index)
-    done = _journalled(await _journal_load(runtime.store, namespace), tasks)
+    done = journalled(await journal_load(runtime.store, namespace), tasks)
     for obs in done.values():
         runtime.stream_writer({"kind": "resumed", "data": obs})
     raws = {t.id: t.raw for t in tasks}
@@ -345,27 +286,6 @@ def build_graph(
     return builder.compile(checkpointer=checkpointer, store=store)
 
 
-@contextlib.asynccontextmanager
-async def _persistence(checkpointer: Any) -> AsyncIterator[tuple[Any, Any]]:
-    """(checkpointer, store) for a run: a path opens both on one SQLite file."""
-    if checkpointer is None:
-        yield None, None
-    elif isinstance(checkpointer, str | Path):
-        import aiosqlite
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-        from langgraph.store.sqlite.aio import AsyncSqliteStore
-
-        path = str(checkpointer)
-        async with aiosqlite.connect(path) as conn:
-            async with AsyncSqliteStore.from_conn_string(path) as store:
-                await store.setup()
-                yield AsyncSqliteSaver(conn, serde=_serde()), store
-    else:
-        from langgraph.store.memory import InMemoryStore
-
-        yield checkpointer.with_allowlist(_allowed()), InMemoryStore()
-
-
 async def run_graph(
     agent: Agent, question: str, thread_id: str, history: list[Message], *, resume: bool
 ) -> AsyncIterator[AgentEvent]:
@@ -374,7 +294,7 @@ async def run_graph(
 
     config: Any = {"configurable": {"thread_id": thread_id}, "recursion_limit": 100}
     ctx = RunContext(agent=agent, thread_id=thread_id, trace=Trace())
-    async with _persistence(agent.checkpointer) as (saver, store):
+    async with persistence(agent.checkpointer) as (saver, store):
         graph: Any = build_graph(agent, checkpointer=saver, store=store)
         inputs: AgentState | None = {
             "question": question,

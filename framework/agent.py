@@ -315,8 +315,6 @@ _TASK_ID = re.compile(r"(?m)^\s*(\d+)\s*\.")
 
 
 def _as_registry(tools: Sequence[Tool | Callable[..., Any]] | ToolRegistry) -> ToolRegistry:
-    from ragloom.tools import Tool, ToolRegistry
+    from ragloom.tools import ToolRegistry
 
-    if isinstance(tools, ToolRegistry):
-        return tools
-    return ToolRegistry([t if isinstance(t, Tool) else Tool.from_function(t) for t in tools])
+    return tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
