@@ -88,7 +88,9 @@ class FixedTokenChunker:
     is all-MiniLM-L6-v2's (the default embedder's), loaded on first use.
 
     Args:
-        size: tokens per chunk (special tokens not counted).
+        size: tokens per chunk, special tokens not counted (the embedder adds two for BERT-style
+            models, so with all-MiniLM-L6-v2's 256-token limit, sizes above 254 lose their last
+            tokens when embedded -- the chunk text itself is kept whole).
         overlap: tokens shared with the previous chunk.
         tokenizer: a ``tokenizers.Tokenizer`` or fast ``transformers`` tokenizer, a model
             folder to load ``tokenizer.json`` from, or None.

@@ -15,6 +15,7 @@ previous index readable. Stores and retrievers themselves live in :mod:`ragloom.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
@@ -120,10 +121,10 @@ class Index:
         kind = str(manifest["store"])
         description = manifest.get("embedder")
         if description is not None:
-            from ragloom.retrievers.embeddings import check_embedder, rebuild_embedder
+            from ragloom.retrievers.embeddings import check_embedder
 
             if embedder is None:
-                embedder = rebuild_embedder(description)
+                embedder = _shared_embedder(json.dumps(description, sort_keys=True))
             check_embedder(embedder, description.get("model_name"), description.get("dim"))
         parts = _load_parts(folder, kind, embedder)
         return cls(
@@ -246,6 +247,14 @@ def _retriever(kind: str, parts: dict[str, Any], embedder: Embedder | None) -> R
 
         return HybridRetriever([dense, parts["bm25"]])
     return dense
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_embedder(description: str) -> Embedder:
+    """One embedder per description and process: reopening indexes does not reload models."""
+    from ragloom.retrievers.embeddings import rebuild_embedder
+
+    return rebuild_embedder(json.loads(description))
 
 
 def _load_parts(folder: Path, kind: str, embedder: Embedder | None) -> dict[str, Any]:

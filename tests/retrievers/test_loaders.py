@@ -111,6 +111,16 @@ def test_symlink_pointing_out_is_refused(tmp_path):
         load_documents(root)
 
 
+def test_symlinked_folder_pointing_out_is_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "private.md").write_text("private")
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(tmp_path / "elsewhere", root / "linked")
+    with pytest.raises(RetrievalError, match="linked.*outside the indexed folder"):
+        load_documents(root)
+
+
 def test_dotdot_outside_root_is_refused(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
