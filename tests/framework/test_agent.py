@@ -151,3 +151,10 @@ def test_killed_run_resumes_without_rerunning_finished_tasks(tmp_path: Path) -> 
     lines = _log_lines(log)
     assert lines.count("fetch a") == 1 and lines.count("fetch b") == 1, lines  # not re-run
     assert lines.count("slow-start c") == 2 and lines[-1] == "slow-end c"  # the killed task re-ran
+
+
+def test_compile_exposes_the_langgraph_graph() -> None:
+    graph = Agent(FakeLLM(), [add], max_replans=1).compile().get_graph()
+    assert {"plan", "execute", "join"} <= set(graph.nodes)
+    edges = {(e.source, e.target) for e in graph.edges}
+    assert {("plan", "execute"), ("execute", "join"), ("join", "plan")} <= edges

@@ -97,3 +97,13 @@ def test_source_report_lists_failed_and_empty_steps_only() -> None:
 def test_sources_need_unique_names() -> None:
     with pytest.raises(ConfigError, match="unique"):
         Reaper(FakeLLM(), [sources()[0], sources()[0]])
+
+
+def test_conversation_history_reaches_the_planner() -> None:
+    llm = FakeLLM([PLAN, "It is dimmable [lumo.md#2]; reviews and faq had nothing."])
+    history = [
+        {"role": "user", "content": "Hi, I am Ada and I ordered a lamp last week."},
+        {"role": "assistant", "content": "Thanks Ada, how can I help?"},
+    ]
+    Reaper(llm, sources()).invoke("Is it dimmable?", history=history)
+    assert "I am Ada and I ordered a lamp" in llm.prompts[0]
