@@ -66,6 +66,10 @@ def parse_plan(text: str, registry: ToolRegistry | None = None) -> Plan:
 class StreamingPlanParser:
     """Turn streamed plan text into tasks as soon as each task line is complete.
 
+    A malformed line raises :class:`PlanError`; when the same ``feed`` call also completed good
+    task lines before it, those tasks are returned first and the error is raised by the next
+    ``feed`` or ``close`` call, so no parsed task is lost. After an error, nothing more is parsed.
+
     >>> p = StreamingPlanParser()
     >>> [t.raw for t in p.feed("1. search('a')\\n2. sea")]
     ["1. search('a')"]
@@ -82,6 +86,7 @@ class StreamingPlanParser:
         self._first_id: int | None = None
         self._ids: set[int] = set()
         self._last_id = 0
+        self._error: PlanError | None = None  # raised by the next call
 
     @property
     def done(self) -> bool:
@@ -90,6 +95,7 @@ class StreamingPlanParser:
 
     def feed(self, delta: str) -> list[Task]:
         """Add streamed text; returns the tasks whose lines completed (a line ends at ``\\n``)."""
+        self._raise_pending()
         if self._done:
             return []
         self._buffer += delta
@@ -99,15 +105,35 @@ class StreamingPlanParser:
             self._buffer, self._done = "", True
         else:
             *lines, self._buffer = self._buffer.split("\n")
-        return [task for line in lines if (task := self._take(line)) is not None]
+        return self._take_lines(lines)
 
     def close(self) -> list[Task]:
         """Flush the last line (the stream ended); ``PlanError`` if it is malformed."""
+        self._raise_pending()
         if self._done:
             return []
         rest, self._buffer, self._done = self._buffer, "", True
         task = self._take(rest)
         return [task] if task is not None else []
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _take_lines(self, lines: list[str]) -> list[Task]:
+        tasks: list[Task] = []
+        for line in lines:
+            try:
+                task = self._take(line)
+            except PlanError as exc:
+                if not tasks:
+                    raise
+                self._error = exc  # hand out the good tasks first
+                return tasks
+            if task is not None:
+                tasks.append(task)
+        return tasks
 
     def _take(self, text: str) -> Task | None:
         self._line += 1

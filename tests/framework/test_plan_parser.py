@@ -118,6 +118,16 @@ def test_streaming_char_by_char_matches_whole_parse() -> None:
     assert first_seen_at == PLAN.index("\n2.")  # task 1 is out as soon as its line ends
 
 
+def test_good_tasks_before_a_bad_line_in_one_delta_are_not_lost() -> None:
+    parser = StreamingPlanParser(REGISTRY)
+    assert [t.id for t in parser.feed("1. search('a')\n2. search('b')\nhello\n3. sea")] == [1, 2]
+    with pytest.raises(PlanError, match="line 3"):
+        parser.close()
+    assert parser.feed("rch('c')\n") == [] and parser.close() == []
+    with pytest.raises(PlanError, match="line 1"):  # nothing good before it: raised at once
+        StreamingPlanParser().feed("hello\n1. a()\n")
+
+
 def test_stream_without_trailing_newline_flushes_on_close() -> None:
     parser = StreamingPlanParser()
     assert parser.feed("1. a()\n2. b($1)") == parse_plan("1. a()").tasks
