@@ -1,6 +1,6 @@
 """Time to first token of a planner prompt on llama.cpp: cold vs with its prefix state restored.
 
-The prompt is ragloom's LLMCompiler planner prompt (system text, ten tool descriptions, three
+The prompt is an LLMCompiler planner prompt (system text, ten tool descriptions, three
 worked examples: ~1,000 tokens) followed by a ~30-token question. Measured in one run on the
 same model and settings:
 
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
-from ragloom.planners.prompts import PLANNER_SYSTEM, planner_messages
 from ragloom.runtime.backends.llamacpp import LlamaCppLLM
 from ragloom.runtime.llm import SamplingParams
 
@@ -59,21 +59,36 @@ QUESTIONS = [
 ]
 
 
+SYSTEM = """You write a plan of tool calls that answers the user's question.
+Tools:
+{tools}
+- join(): collects the results of the tasks above and answers. Always the last task.
+
+Write one task per line, numbered from 1: the number, a dot, then the call.
+Rules:
+- Arguments are Python literals (strings in double quotes, numbers, lists) or "$N", the output
+  of earlier task N (only tasks written earlier).
+- Maximise parallelism: tasks that do not need each other's output must not depend on each other.
+- End with the join() task, then <END_OF_PLAN>. Optionally a `Thought: ...` line before a task.
+{notes}
+
+Examples:
+{examples}"""
+
+
 def planner_prompt(question: str, pad: int) -> list:
-    tools = "\n".join(
-        f"{i}. {name}({sig}): {desc}" for i, (name, sig, desc) in enumerate(TOOLS, start=1)
-    )
+    """An LLMCompiler-style planner prompt (self-contained, so that prompt edits elsewhere do
+    not move this benchmark's numbers)."""
+    tools = "\n".join(f"- {name}({sig}): {desc}" for name, sig, desc in TOOLS)
     notes = "\n".join(
         f"- Note {i}: prefer lookups of single facts, and compute with math afterwards."
         for i in range(pad)
     )
-    return planner_messages(
-        system=PLANNER_SYSTEM + "\n" + notes,
-        tools=tools,
-        num_tools=len(TOOLS),
-        question=question,
-        examples=EXAMPLES,
-    )
+    system = SYSTEM.format(tools=tools, notes=notes, examples="\n\n".join(EXAMPLES))
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"Question: {question}"},
+    ]
 
 
 def streamed(llm: LlamaCppLLM, prompt: list, max_tokens: int) -> tuple[float, float, str, int]:
@@ -97,19 +112,21 @@ def main() -> None:
     reps, decode_tokens = (1, 24) if args.quick else (args.reps, 64)
     prompts = [planner_prompt(q, pad=22) for q in QUESTIONS]
     unrelated = "An unrelated prompt replaces the live context."
+    load = os.getloadavg()[0]  # timings on a shared machine: say how busy it was
 
-    # baseline: plain llama.cpp prefill in batches of 512, no prefix cache
+    # baseline: plain llama.cpp prefill in batches of 512, no prefix cache; measured inside
+    # each repetition, next to the cold run, so that both see the same machine load
     plain = LlamaCppLLM(
         args.model, n_ctx=2048, n_threads=args.threads, prefix_block=512, prefix_cache_mb=0
     )
     plain.generate(["warm up"], SamplingParams(max_tokens=2))
-    baseline = [streamed(plain, prompts[r % 4], 1)[0] for r in range(reps)]
-    plain.close()
-
+    baseline: list[float] = []
     llm = LlamaCppLLM(args.model, n_ctx=2048, n_threads=args.threads)
     llm.generate(["warm up"], SamplingParams(max_tokens=2))
     cold, cached, decode, matches, reused = [], [], [], [], []
     for rep in range(reps):
+        plain.clear_prefix_cache()
+        baseline.append(streamed(plain, prompts[rep % 4], 1)[0])
         llm.clear_prefix_cache()
         ttft, speed, reference, _ = streamed(llm, prompts[rep % 4], decode_tokens)
         cold.append(ttft)
@@ -146,6 +163,8 @@ def main() -> None:
         "greedy_match": all(matches),
         "n_threads": llm._ctx.n_threads(),
         "reps": reps,
+        "load_avg_1m": round((load + os.getloadavg()[0]) / 2, 1),
+        "cpus": len(os.sched_getaffinity(0)),
     }
     print(json.dumps(result))
 
