@@ -22,10 +22,15 @@ def serve(
     """Serve MODEL behind an OpenAI-compatible API (/v1/chat/completions, streaming)."""
     import uvicorn
 
+    from ragloom.errors import RagloomError
     from ragloom.runtime.factory import load_llm
     from ragloom.runtime.server import create_app
 
-    llm = load_llm(model, backend)  # type: ignore[arg-type]  # checked by pick_backend
+    try:
+        llm = load_llm(model, backend)  # type: ignore[arg-type]  # checked by pick_backend
+    except RagloomError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"serving {llm.model_name} ({type(llm).__name__}) on http://{host}:{port}/v1")
     uvicorn.run(create_app(llm), host=host, port=port, log_level="warning")
 

@@ -114,3 +114,18 @@ def test_errors_are_openai_shaped():
     bad = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 0})
     assert bad.status_code == 400 and "max_tokens" in bad.json()["error"]["message"]
     assert client.post("/v1/chat/completions", json={"messages": []}).status_code == 422
+
+
+def test_cli_models_and_bad_serve_arguments():
+    from typer.testing import CliRunner
+
+    from ragloom.runtime.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models"])
+    assert listed.exit_code == 0 and "smollm2-135m-instruct" in listed.output
+    assert "Apache-2.0" in listed.output
+    bad = runner.invoke(app, ["serve", "--model", "smollm2", "--backend", "tensorrt"])
+    assert bad.exit_code == 2 and "unknown backend 'tensorrt'" in bad.output
+    unknown = runner.invoke(app, ["serve", "--model", "gpt-9"])
+    assert unknown.exit_code == 2 and "unknown model 'gpt-9'" in unknown.output
