@@ -38,6 +38,7 @@ _LAZY: dict[str, str] = {
     "source_tool": "ragloom.planners.reaper",
     "stdlib_corpus": "ragloom.planners.demo",
     "stream_answer": "ragloom.planners.demo",
+    "trace_table": "ragloom.planners.demo",
 }
 
 __all__ = sorted(

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
 from ragloom._config import data_dir
 from ragloom.planners._render import call_text
 
@@ -38,6 +40,7 @@ __all__ = [
     "search_tool",
     "stdlib_corpus",
     "stream_answer",
+    "trace_table",
 ]
 
 STDLIB_MODULES = (
@@ -118,22 +121,40 @@ def search_tool(retriever: Any, k: int = 3) -> Any:
 
 
 def print_event(console: Console, event: AgentEvent, t0: float) -> None:
-    """Show one streamed event: plan tokens inline, task starts/ends as a timeline."""
+    """Show one streamed event on the timeline: plan lines as the planner writes them (so
+    tools visibly start before the plan ends), task starts and ends, replans."""
     at = f"[dim]{time.perf_counter() - t0:6.2f}s[/dim]"
-    if event.kind == "token":
-        console.print(event.data, end="", style="cyan", markup=False, highlight=False)
+    data = event.data
+    if event.kind == "task":
+        console.print(f"{at} [cyan]plan[/cyan]  {escape(data.raw)}", highlight=False)
     elif event.kind in ("started", "finished", "failed"):
-        data = event.data
-        mark = "▶ start" if event.kind == "started" else "■ done "
-        extra = ""
-        if data.observation is not None:
-            obs = data.observation
-            extra = f" {call_text(obs)}" if obs.ok else f" [red]{obs.error}[/red]"
-        console.print(f"\n{at} {mark} task {data.task_id}{extra}", highlight=False, markup=True)
+        obs = data.observation
+        if event.kind == "started":
+            line = f"[green]start[/green] task {data.task_id} {data.tool}"
+        elif obs is not None and obs.ok:
+            line = f"[green]done[/green]  task {data.task_id} {escape(call_text(obs))}"
+        else:
+            error = obs.error if obs is not None else "?"
+            line = f"[red]fail[/red]  task {data.task_id}: {escape(str(error))}"
+        console.print(f"{at} {line}", highlight=False)
     elif event.kind == "plan_error":
-        console.print(f"\n{at} [yellow]plan stopped: {event.data}[/yellow]")
+        console.print(f"{at} [yellow]plan stopped: {escape(str(data))}[/yellow]")
     elif event.kind == "replan":
-        console.print(f"\n{at} [yellow]replan: {event.data.reason}[/yellow]")
+        console.print(f"{at} [yellow]replan: {escape(data.reason)}[/yellow]")
+
+
+def trace_table(result: Any) -> Any:
+    """A rich table of the run's task timings (from the trace)."""
+    from rich.table import Table
+
+    table = Table("task", "tool", "start s", "end s", "seconds", "ok", title="Task timeline")
+    records = result.trace.records if result.trace is not None else []
+    for rec in records:
+        start = "-" if rec.started is None else f"{rec.started:.2f}"
+        end = "-" if rec.ended is None else f"{rec.ended:.2f}"
+        took = "-" if rec.duration is None else f"{rec.duration:.3f}"
+        table.add_row(str(rec.task_id), rec.tool, start, end, took, str(rec.ok))
+    return table
 
 
 def run_demo(
@@ -171,7 +192,7 @@ def run_demo(
     planner = LLMCompilerPlanner(llm, examples=MULTIHOP_EXAMPLES)
     agent = Agent(llm, [search_tool(index.retriever)], planner=planner, max_replans=1)
     ask = question or corpus.question
-    console.rule("[bold]3. Plan (streamed) and task timeline")
+    console.rule("[bold]3. Plan lines as they stream, and the task timeline")
     console.print(f"[bold]Question:[/bold] {ask}\n")
     return asyncio.run(stream_answer(console, agent, ask))
 
@@ -185,8 +206,9 @@ async def stream_answer(console: Console, agent: Any, question: str) -> Any:
         if event.kind == "result":
             result = event.data
     assert result is not None, "the agent ended without a result"
+    console.print(trace_table(result))
     console.rule("[bold]4. Answer")
-    console.print(f"[bold green]{result.answer}[/bold green]")
+    console.print(f"[bold green]{escape(result.answer)}[/bold green]")
     console.print("[bold]Sources:[/bold] " + (", ".join(result.sources) or "(none)"))
     console.print(f"[dim]total {time.perf_counter() - t0:.1f}s[/dim]")
     return result

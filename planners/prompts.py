@@ -63,7 +63,8 @@ If they do not and more tool calls would help, reply with JSON
 {{"action": "replan", "reason": "<what is missing>"}}.{replan_note}
 The answer is as short as possible - a name, a number, a date, "yes" or "no" - never a
 sentence. For example {{"action": "finish", "answer": "yes"}} or
-{{"action": "finish", "answer": "1997"}}. Reply with the JSON object only."""
+{{"action": "finish", "answer": "1997"}}. Answer in words taken from the results, never with
+the [bracketed ids]. Reply with the JSON object only."""
 
 REAPER_SYSTEM = """You plan retrieval for a conversational assistant. Sources you can search:
 {tools}

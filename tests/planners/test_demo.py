@@ -57,8 +57,9 @@ def test_demo_end_to_end_with_fakes(tmp_path: Path, monkeypatch) -> None:
     result = run_demo(console, workdir=tmp_path, llm=llm, embedder=HashEmbedder(256))
     text = out.getvalue()
     assert result.answer == "gzip and statistics"
-    assert '1. search(query="gzip compress files")' in text  # the streamed plan
+    assert 'plan  1. search(query="gzip compress files")' in text  # the streamed plan lines
     assert "start task 1" in text and "done  task 2" in text  # the timeline
+    assert "Task timeline" in text
     assert "Sources:" in text and result.sources and result.sources[0] in text
     assert any(s.startswith(("gzip", "statistics")) for s in result.sources)
 
