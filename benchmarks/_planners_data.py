@@ -163,8 +163,12 @@ def score_calls(calls: list[tuple[str, dict[str, Any]]], case: Case) -> tuple[bo
 
     Tool selection: the multiset of called tool names equals the gold's (for irrelevance: no
     call at all). Arguments: additionally every gold call is matched one to one by a predicted
-    call with acceptable arguments.
+    call with acceptable arguments. Exact repeats of a call (same tool, same arguments) count
+    once, for every system alike: they add nothing (small models in ReAct loops repeat).
     """
+    calls = list(
+        {json.dumps([n, a], sort_keys=True, default=str): (n, a) for n, a in calls}.values()
+    )
     names_ok = Counter(n for n, _ in calls) == Counter(n for n, _ in case.gold)
     if not names_ok:
         return False, False
