@@ -136,7 +136,8 @@ class RagloomChatModel(BaseChatModel):
 
     Args:
         llm: any ragloom LLM.
-        max_tokens: the most tokens per reply.
+        max_tokens: the most tokens per reply (a call's ``max_tokens`` keyword overrides it,
+            as do ``temperature``, ``top_p`` and ``seed``).
         temperature: 0 is greedy.
 
     >>> from ragloom.runtime import FakeLLM
@@ -170,8 +171,10 @@ class RagloomChatModel(BaseChatModel):
         tools = kwargs.get("tools") or []
         forced = _forced_grammar(tools, kwargs.get("tool_choice")) if tools else None
         params = SamplingParams(
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
+            max_tokens=kwargs.get("max_tokens") or self.max_tokens,
+            temperature=kwargs.get("temperature", self.temperature),
+            top_p=kwargs.get("top_p", 1.0),
+            seed=kwargs.get("seed"),
             stop=tuple(stop or ()),
             grammar=forced.grammar if forced else None,
         )
@@ -242,17 +245,25 @@ _ROLES: dict[str, Callable[[str], BaseMessage]] = {
 class LangChainLLM(BaseLLM):
     """A LangChain chat model as a ragloom LLM (it can drive ragloom's planners).
 
-    Stop strings are sent to the model and applied again locally; temperature and the other
-    sampling settings come from the chat model's own configuration, and grammars are not
-    enforced (a warning says so).
+    Stop strings are sent to the model and applied again locally. With ``pass_sampling`` the
+    other sampling settings go along as call keywords (``max_tokens``, ``temperature``,
+    ``top_p``, ``seed``: what OpenAI-style chat models accept); otherwise they come from the
+    chat model's own configuration. Grammars are not enforced (a warning says so).
 
     >>> from langchain_core.language_models.fake_chat_models import FakeListChatModel
     >>> LangChainLLM(FakeListChatModel(responses=["4"])).generate(["2+2?"])[0].text
     '4'
     """
 
-    def __init__(self, chat_model: BaseChatModel, *, model_name: str | None = None):
+    def __init__(
+        self,
+        chat_model: BaseChatModel,
+        *,
+        model_name: str | None = None,
+        pass_sampling: bool = False,
+    ):
         self.chat_model = chat_model
+        self.pass_sampling = pass_sampling
         self.model_name = (
             model_name or getattr(chat_model, "model_name", None) or type(chat_model).__name__
         )
@@ -266,17 +277,22 @@ class LangChainLLM(BaseLLM):
             _ROLES.get(m["role"], lambda t: HumanMessage(content=t))(m["content"]) for m in prompt
         ]
 
-    def _check(self, params: SamplingParams) -> list[str] | None:
+    def _check(self, params: SamplingParams) -> dict[str, Any]:
+        """Keyword arguments of a chat-model call for ``params``."""
         if params.grammar is not None:
             warnings.warn(
                 f"{self.model_name}: grammars are not enforced through LangChain chat models",
                 stacklevel=3,
             )
-        return list(params.stop) or None
+        call: dict[str, Any] = {"stop": list(params.stop) or None}
+        if self.pass_sampling:
+            call |= {"max_tokens": params.max_tokens, "temperature": params.temperature}
+            call |= {"top_p": params.top_p} | ({"seed": params.seed} if params.seed else {})
+        return call
 
     def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
-        stop = self._check(params)
-        for chunk in self.chat_model.stream(self.to_messages(prompt), stop=stop):
+        call = self._check(params)
+        for chunk in self.chat_model.stream(self.to_messages(prompt), **call):
             if chunk.text:
                 yield chunk.text
 
@@ -297,9 +313,9 @@ class LangChainLLM(BaseLLM):
     ) -> list[Completion]:
         """One ``invoke`` per prompt."""
         params = params or SamplingParams()
-        stop = self._check(params)
+        call = self._check(params)
         return [
-            self._completion(self.chat_model.invoke(self.to_messages(p), stop=stop), params)
+            self._completion(self.chat_model.invoke(self.to_messages(p), **call), params)
             for p in prompts
         ]
 
@@ -308,8 +324,8 @@ class LangChainLLM(BaseLLM):
     ) -> list[Completion]:
         """Concurrent ``ainvoke`` calls, one per prompt."""
         params = params or SamplingParams()
-        stop = self._check(params)
+        call = self._check(params)
         replies = await asyncio.gather(
-            *(self.chat_model.ainvoke(self.to_messages(p), stop=stop) for p in prompts)
+            *(self.chat_model.ainvoke(self.to_messages(p), **call) for p in prompts)
         )
         return [self._completion(r, params) for r in replies]

@@ -97,3 +97,21 @@ def test_langchain_llm_warns_on_grammar():
     llm = LangChainLLM(FakeListChatModel(responses=["{}"]))
     with pytest.warns(UserWarning, match="not enforced"):
         llm.generate(["x"], SamplingParams(grammar=json_grammar({"type": "object"})))
+
+
+def test_pass_sampling_forwards_call_keywords():
+    seen = []
+
+    class Spy(FakeLLM):
+        def _stream(self, prompt, params):
+            seen.append(params)
+            yield "ok"
+
+    llm = LangChainLLM(RagloomChatModel(llm=Spy()), pass_sampling=True)
+    llm.generate(["x"], SamplingParams(max_tokens=5, temperature=0.7, top_p=0.9, seed=4))
+    assert (seen[0].max_tokens, seen[0].temperature, seen[0].top_p, seen[0].seed) == (
+        5,
+        0.7,
+        0.9,
+        4,
+    )
