@@ -243,13 +243,13 @@ class Agent:
         resume: bool = True,
     ) -> AgentResult:
         """Run the agent to its answer (async)."""
-        result = None
+        result: AgentResult | None = None
         async for event in self.astream(
             question, thread_id=thread_id, history=history, resume=resume
         ):
             if event.kind == "result":
                 result = event.data
-        assert isinstance(result, AgentResult), "the graph ended without a result"
+        assert result is not None, "the graph ended without a result"
         return result
 
     def invoke(

@@ -115,7 +115,7 @@ def planner_messages(
         history: earlier turns of the conversation.
 
     >>> m = planner_messages(system=PLANNER_SYSTEM, tools="- search(q: str)",
-    ...                      example='1. search(q="x")\n2. join()', question="Who?")
+    ...                      example='1. search(q="x")\\n2. join()', question="Who?")
     >>> m[-1]["content"]
     'Question: Who?'
     """
