@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -82,7 +83,9 @@ def _export(st_model: Any, target: Path) -> None:
     sample = st_model.tokenizer(["a short example", "x"], padding=True, return_tensors="pt")
     axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "seq"} for n in names}
     axes["embedding"] = {0: "batch"}
-    with torch.no_grad():
+    # the exporter warns about traced control flow that is constant for this graph
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         _atomic_write(
             target,
             lambda tmp: torch.onnx.export(
