@@ -93,7 +93,7 @@ def planner_prompt(question: str, pad: int) -> list:
 
 def streamed(llm: LlamaCppLLM, prompt: list, max_tokens: int) -> tuple[float, float, str, int]:
     """(time to first token, decode tokens/s after it, text, tokens) of one streamed reply."""
-    start, first, pieces = time.perf_counter(), 0.0, []
+    start, first, pieces = time.perf_counter(), 0.0, list[str]()
     for piece in llm.stream(prompt, SamplingParams(max_tokens=max_tokens)):
         if not pieces:
             first = time.perf_counter() - start
