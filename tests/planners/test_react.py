@@ -60,3 +60,19 @@ def test_react_reports_a_step_limit_instead_of_crashing() -> None:
 def test_react_rejects_a_bad_step_limit() -> None:
     with pytest.raises(ConfigError, match="max_steps"):
         ReactAgent(scripted(AIMessage(content="x")), [search], max_steps=0)
+
+
+def test_react_on_a_ragloom_llm_through_the_runtime_chat_adapter() -> None:
+    from ragloom.runtime import FakeLLM
+
+    CALLS.clear()
+    llm = FakeLLM(
+        [
+            '{"tool_calls": [{"name": "search", "arguments": {"query": "Dune author"}}]}',
+            "Frank Herbert",
+        ]
+    )
+    result = ReactAgent(llm, [search]).invoke("Who wrote Dune?")
+    assert result.answer == "Frank Herbert" and CALLS == ["Dune author"]
+    assert '"name": "search", "arguments": {"query": "..."}' in llm.prompts[0]  # call example
+    assert "Frank Herbert wrote Dune." in llm.prompts[1]  # the observation went back
