@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,11 @@ def _read_plain(path: Path, rel: str, options: _Options) -> Iterator[Document]:
     kind = "markdown" if path.suffix.lower() in {".md", ".markdown"} else "text"
     text = _read_text(path)
     if text.strip():
-        yield Document(rel, text, {"source": rel, "type": kind})
+        meta: Metadata = {"source": rel, "type": kind}
+        heading = re.search(r"^#\s+(.+?)\s*#*\s*$", text, re.MULTILINE)
+        if kind == "markdown" and heading:
+            meta["title"] = heading.group(1)
+        yield Document(rel, text, meta)
 
 
 def _read_html(path: Path, rel: str, options: _Options) -> Iterator[Document]:

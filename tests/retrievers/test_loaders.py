@@ -54,7 +54,11 @@ def test_loads_every_supported_format_with_metadata(corpus):
     assert set(by_id) == {"a.txt", "sub/b.md", "c.html", "d.jsonl:1", "d.jsonl:3", "e.json#0"}
     assert by_id["a.txt"].text == "Plain text about apples."
     assert by_id["a.txt"].metadata == {"source": "a.txt", "type": "text"}
-    assert by_id["sub/b.md"].metadata["type"] == "markdown"
+    assert by_id["sub/b.md"].metadata == {
+        "source": "sub/b.md",
+        "type": "markdown",
+        "title": "Bananas",
+    }
     html = by_id["c.html"]
     assert "Red" in html.text and "cherries" in html.text
     assert "var x" not in html.text and "p{}" not in html.text
