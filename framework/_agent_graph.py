@@ -294,7 +294,7 @@ async def run_graph(
 
     config: Any = {"configurable": {"thread_id": thread_id}, "recursion_limit": 100}
     ctx = RunContext(agent=agent, thread_id=thread_id, trace=Trace())
-    async with persistence(agent.checkpointer) as (saver, store):
+    async with persistence(agent.checkpointer, agent.store) as (saver, store):
         graph: Any = build_graph(agent, checkpointer=saver, store=store)
         inputs: AgentState | None = {
             "question": question,

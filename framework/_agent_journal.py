@@ -80,8 +80,9 @@ def journalled(entries: dict[str, dict[str, Any]], tasks: Sequence[Task]) -> dic
 
 
 @contextlib.asynccontextmanager
-async def persistence(checkpointer: Any) -> AsyncIterator[tuple[Any, Any]]:
-    """(checkpointer, store) for a run: a path opens both on one SQLite file."""
+async def persistence(checkpointer: Any, store: Any = None) -> AsyncIterator[tuple[Any, Any]]:
+    """(checkpointer, store) for a run: a path opens both on one SQLite file; a checkpointer
+    object is used with ``store`` (the journal; in memory when None)."""
     if checkpointer is None:
         yield None, None
     elif isinstance(checkpointer, str | Path):
@@ -91,10 +92,10 @@ async def persistence(checkpointer: Any) -> AsyncIterator[tuple[Any, Any]]:
 
         path = str(checkpointer)
         async with aiosqlite.connect(path) as conn:
-            async with AsyncSqliteStore.from_conn_string(path) as store:
-                await store.setup()
-                yield AsyncSqliteSaver(conn, serde=serde()), store
+            async with AsyncSqliteStore.from_conn_string(path) as sqlite_store:
+                await sqlite_store.setup()
+                yield AsyncSqliteSaver(conn, serde=serde()), sqlite_store
     else:
         from langgraph.store.memory import InMemoryStore
 
-        yield checkpointer.with_allowlist(_allowed()), InMemoryStore()
+        yield checkpointer.with_allowlist(_allowed()), store or InMemoryStore()

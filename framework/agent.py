@@ -31,6 +31,7 @@ from ragloom.errors import ConfigError
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.graph.state import CompiledStateGraph
+    from langgraph.store.base import BaseStore
 
     from ragloom.runtime.llm import LLM, Message
     from ragloom.tfu import Observation
@@ -163,8 +164,11 @@ class Agent:
         planner: writes the plans (default: ``LLMCompilerPlanner(llm)``).
         joiner: decides Finish / Replan (default: ``LLMJoiner(llm)``).
         max_replans: how many times the joiner may ask for a new plan (>= 0).
-        checkpointer: a SQLite file path (observations journalled per task, so a killed run
-            resumes without re-running finished tasks), a LangGraph checkpointer, or None.
+        checkpointer: a SQLite file path (graph checkpoints plus a per-task journal, so a
+            killed run resumes without re-running finished tasks), a LangGraph checkpointer
+            object, or None (no persistence).
+        store: with a checkpointer object, the LangGraph store for the per-task journal
+            (default: in memory, so only finished nodes survive a crash).
         executor: ``"local"`` (asyncio + threads) or ``"ray"``.
         task_timeout: default per-task timeout in seconds (None: the tools' own).
 
@@ -188,6 +192,7 @@ class Agent:
         joiner: Joiner | None = None,
         max_replans: int = 2,
         checkpointer: str | Path | BaseCheckpointSaver | None = None,
+        store: BaseStore | None = None,
         executor: Literal["local", "ray"] = "local",
         task_timeout: float | None = None,
     ) -> None:
@@ -204,6 +209,7 @@ class Agent:
         self.joiner: Joiner = joiner or LLMJoiner(llm)
         self.max_replans = max_replans
         self.checkpointer = checkpointer
+        self.store = store
         self.executor = executor
         self.task_timeout = task_timeout
 

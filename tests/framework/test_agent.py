@@ -158,3 +158,15 @@ def test_compile_exposes_the_langgraph_graph() -> None:
     assert {"plan", "execute", "join"} <= set(graph.nodes)
     edges = {(e.source, e.target) for e in graph.edges}
     assert {("plan", "execute"), ("execute", "join"), ("join", "plan")} <= edges
+
+
+def test_a_langgraph_checkpointer_object_and_store_are_used() -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.store.memory import InMemoryStore
+
+    store = InMemoryStore()
+    llm = FakeLLM(["1. add(4, 4)\n2. join()<END_OF_PLAN>", '{"action": "finish", "answer": "8"}'])
+    agent = Agent(llm, [add], checkpointer=InMemorySaver(), store=store)
+    assert agent.invoke("4+4?", thread_id="t-1").answer == "8"
+    journal = store.search(("ragloom_journal", "t-1"), limit=10)
+    assert {item.key for item in journal} == {"1", "plan"}  # task 1 and the plan, journalled
