@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from ragloom.errors import RagloomError
+from ragloom.errors import ConfigError, RagloomError
 
 __all__ = ["app"]
 
@@ -21,6 +22,25 @@ app = typer.Typer(no_args_is_help=True, add_completion=False)
 def _fail(exc: RagloomError) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(1)
+
+
+def _parse_where(items: list[str]) -> dict[str, Any] | None:
+    """``["source=a.md", "page=3"]`` -> ``{"source": "a.md", "page": 3}`` (JSON scalars parsed).
+
+    >>> _parse_where(["source=a.md", "page=3"])
+    {'source': 'a.md', 'page': 3}
+    """
+    where: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise _fail(ConfigError(f"--where {item!r}: expected KEY=VALUE"))
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        where[key] = value if isinstance(value, str | int | float | bool) else raw
+    return where or None
 
 
 @app.command("index")
@@ -65,13 +85,16 @@ def search_command(
     k: int = typer.Option(5, "-k", min=1, help="number of hits"),
     as_json: bool = typer.Option(False, "--json", help="print hits as JSON lines"),
     max_chars: int = typer.Option(400, help="cut each printed passage to this many characters"),
+    where: list[str] = typer.Option(
+        [], "--where", help="metadata filter KEY=VALUE (repeatable), e.g. source=a.md or page=3"
+    ),
 ) -> None:
     """Search an index built by `ragloom index`."""
     from ragloom.retrievers.index import Index
     from ragloom.retrievers.sources import render_hits
 
     try:
-        hits = Index.load(index).search(query, k=k)
+        hits = Index.load(index).search(query, k=k, where=_parse_where(where))
     except RagloomError as exc:
         raise _fail(exc) from exc
     if as_json:

@@ -126,6 +126,10 @@ def test_cli_index_and_search_with_the_default_embedder(cli, corpus, tmp_path):
     assert len(rows) == 2 and rows[0]["metadata"]["source"] == "masks.md"
     text = cli("search", "potassium", "--index", out, "-k", "1").output
     assert text.startswith("[1] fruit/bananas.txt#0")
+    only = cli("search", "water", "--index", out, "--where", "type=json", "--json").output
+    assert [json.loads(line)["id"] for line in only.splitlines()] == ["kettle.jsonl:1#0"]
+    bad = cli("search", "water", "--index", out, "--where", "type")
+    assert bad.exit_code == 1 and "expected KEY=VALUE" in bad.output
 
 
 def test_cli_errors_exit_1_with_one_line(cli, corpus, tmp_path):
