@@ -41,9 +41,9 @@ from ragloom._config import data_dir  # noqa: E402
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {"metatool": 1, "metatool_multi": 0, "bfcl": 1, "categories": ("multiple",),
               "comparison": 1, "bridge": 0, "musique": 0, "react_steps": 3},
-    "full": {"metatool": 5, "metatool_multi": 3, "bfcl": 2,
+    "full": {"metatool": 3, "metatool_multi": 2, "bfcl": 1,
              "categories": ("multiple", "parallel_multiple", "irrelevance"),
-             "comparison": 4, "bridge": 2, "musique": 2, "react_steps": 3},
+             "comparison": 3, "bridge": 1, "musique": 1, "react_steps": 3},
 }  # fmt: skip
 
 
@@ -82,7 +82,7 @@ async def route_reaper(llm: Any, case: Case, registry: Any) -> dict[str, Any]:
     from ragloom.planners.llmcompiler import LLMCompilerPlanner
     from ragloom.planners.prompts import REAPER_SYSTEM
 
-    planner = LLMCompilerPlanner(llm, system=REAPER_SYSTEM, max_tokens=160)
+    planner = LLMCompilerPlanner(llm, system=REAPER_SYSTEM, max_tokens=120)
     t0 = time.perf_counter()
     text = "".join([d async for d in planner.astream(case.question, registry)])
     latency = time.perf_counter() - t0
@@ -93,7 +93,7 @@ async def route_reaper(llm: Any, case: Case, registry: Any) -> dict[str, Any]:
 async def route_react(llm: Any, case: Case, registry: Any, steps: int) -> dict[str, Any]:
     from ragloom.planners.react import ReactAgent
 
-    agent = ReactAgent(llm, registry, max_steps=steps)
+    agent = ReactAgent(llm, registry, max_steps=steps, max_tokens=120)
     t0 = time.perf_counter()
     result = await agent.ainvoke(case.question)
     latency = time.perf_counter() - t0
@@ -242,7 +242,9 @@ async def qa(llm: Any, embedder: Any, sizes: dict[str, Any]) -> dict[str, Any]:
     planner = LLMCompilerPlanner(llm, examples=MULTIHOP_EXAMPLES, max_tokens=160)
     systems = {
         "compiler": Agent(llm, [search], planner=planner, max_replans=1),
-        "react": ReactAgent(llm, [search], max_steps=sizes["react_steps"], examples=REACT_EXAMPLES),
+        "react": ReactAgent(
+            llm, [search], max_steps=sizes["react_steps"], examples=REACT_EXAMPLES, max_tokens=160
+        ),
     }
     rows = []
     for kind, example in chosen:

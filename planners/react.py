@@ -49,6 +49,7 @@ class ReactAgent:
         system_prompt: the agent's instructions (a tool-call example is appended).
         examples: few-shot examples appended to the instructions (as for the planners).
         max_steps: the most tool calls per question (LangGraph recursion limit).
+        max_tokens: the longest model reply (for a ragloom LLM).
 
     Example:
         >>> agent = ReactAgent(llm, [search])          # doctest: +SKIP
@@ -63,6 +64,7 @@ class ReactAgent:
         system_prompt: str = REACT_SYSTEM,
         examples: Sequence[str] = (),
         max_steps: int = 6,
+        max_tokens: int = 256,
     ) -> None:
         if max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
@@ -75,7 +77,7 @@ class ReactAgent:
         else:
             from ragloom.runtime.langchain import RagloomChatModel
 
-            self.model = RagloomChatModel(llm=llm)
+            self.model = RagloomChatModel(llm=llm, max_tokens=max_tokens)
         self.max_steps = max_steps
         lc_tools = [_langchain_tool(self.registry.get(n)) for n in self.registry.names]
         system = "\n\n".join([system_prompt, _call_example(self.registry), *examples])
