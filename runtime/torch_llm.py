@@ -20,6 +20,7 @@ import asyncio
 import os
 import queue
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ragloom.errors import ConfigError
@@ -38,8 +39,9 @@ class TorchLLM(BaseLLM):
     Args:
         model: a packaged model name (see :func:`ragloom.runtime.model_files.list_models`) or
             a path to a llama/qwen2 ``.gguf`` file.
-        config: engine settings; keyword ``settings`` build one when it is None.
-        **settings: fields of :class:`~ragloom.runtime.engine.config.EngineConfig`.
+        config: engine settings (defaults when None).
+        **settings: fields of :class:`~ragloom.runtime.engine.config.EngineConfig` that
+            override ``config``'s.
 
     Raises:
         ModelError: the model is unknown, missing or not a readable GGUF file.
@@ -64,7 +66,8 @@ class TorchLLM(BaseLLM):
         self.model_name = model_name(model)
         loaded = load_gguf(path)
         self.tokenizer = loaded.tokenizer
-        self.engine = LLMEngine(loaded, config or EngineConfig(**settings))
+        config = replace(config, **settings) if config else EngineConfig(**settings)
+        self.engine = LLMEngine(loaded, config)
         self._background = BackgroundEngine(self.engine)
 
     # text <-> tokens

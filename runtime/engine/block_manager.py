@@ -107,10 +107,10 @@ class BlockManager:
             self.free_block_ids.append(block_id)
 
     def _prefix_hits(self, seq: Sequence) -> list[int]:
-        """Cached blocks holding a prefix of ``seq`` (the last token is always recomputed)."""
+        """Cached blocks holding a prefix of ``seq`` (tokens it needs logits for are rerun)."""
         hits: list[int] = []
         prefix_hash: int | None = None
-        for i in range((seq.num_tokens - 1) // self.block_size):
+        for i in range(seq.num_reusable_tokens // self.block_size):
             token_ids = seq.block(i)
             prefix_hash = compute_hash(token_ids, prefix_hash)
             block_id = self.hash_to_block_id.get(prefix_hash)

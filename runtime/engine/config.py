@@ -27,7 +27,8 @@ class EngineConfig:
         max_model_len: longest prompt + completion; None takes the model's context length,
             capped at ``kv_cache_tokens``.
         dtype: ``"float32"`` (exact dequantised weights) or ``"bfloat16"``.
-        quantization: ``"none"`` or ``"int8"`` (torch dynamic int8 linear layers; float32 only).
+        quantization: ``"none"``, ``"int8"`` (weight-only int8 linear layers, bfloat16
+            activations) or ``"int8-dynamic"`` (torch.ao dynamic int8); float32 models only.
         num_threads: torch CPU threads; None uses the cores that other processes leave idle.
 
     >>> EngineConfig(block_size=16, kv_cache_tokens=4096).num_kv_blocks
@@ -40,7 +41,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 512
     max_model_len: int | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
-    quantization: Literal["none", "int8"] = "none"
+    quantization: Literal["none", "int8", "int8-dynamic"] = "none"
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -51,10 +52,12 @@ class EngineConfig:
             raise ConfigError("kv_cache_tokens must hold at least one block")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
-        if self.quantization not in ("none", "int8"):
-            raise ConfigError(f"quantization must be 'none' or 'int8', got {self.quantization!r}")
-        if self.quantization == "int8" and self.dtype != "float32":
-            raise ConfigError("quantization='int8' needs dtype='float32'")
+        if self.quantization not in ("none", "int8", "int8-dynamic"):
+            raise ConfigError(
+                f"quantization must be 'none', 'int8' or 'int8-dynamic', got {self.quantization!r}"
+            )
+        if self.quantization != "none" and self.dtype != "float32":
+            raise ConfigError(f"quantization={self.quantization!r} needs dtype='float32'")
         if self.max_model_len is not None and self.max_model_len > self.kv_cache_tokens:
             raise ConfigError(
                 f"max_model_len {self.max_model_len} exceeds kv_cache_tokens "

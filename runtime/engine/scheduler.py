@@ -9,7 +9,9 @@ Continuous batching with chunked prefill under a per-step token budget
    to be recomputed later. Nothing fails for lack of blocks.
 2. **prefill**: running sequences part-way through their prompt get the next chunk.
 3. **admit**: waiting sequences are admitted (prefix-cache hits skip their cached blocks) while
-   the budget, ``max_num_seqs`` and free blocks allow.
+   the budget, ``max_num_seqs`` and free blocks allow. A sequence whose prompt shares full
+   blocks with a prompt still being prefilled waits until those blocks are cached, so
+   concurrent requests behind one long shared prefix compute it once.
 
 The scheduler does not run the model or sample.
 """
@@ -70,7 +72,7 @@ class Scheduler:
             budget -= num
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:  # admit
             seq = self.waiting[0]
-            if not self.block_manager.can_allocate(seq):
+            if self._shares_pending_prefix(seq) or not self.block_manager.can_allocate(seq):
                 break
             self.waiting.popleft()
             self.block_manager.allocate(seq)
@@ -80,6 +82,24 @@ class Scheduler:
             scheduled.append((seq, num))
             budget -= num
         return scheduled
+
+    def _shares_pending_prefix(self, seq: Sequence) -> bool:
+        """Whether a running prefill is computing full blocks that ``seq`` could reuse.
+
+        Admitting ``seq`` a step or two later, once those blocks are in the prefix cache, saves
+        recomputing them: N concurrent calls behind one long shared prompt prefill it once.
+        """
+        size = self.block_manager.block_size
+        for other in self.running:
+            if not other.is_prefill:
+                continue
+            limit = min(seq.num_reusable_tokens, other.num_tokens)
+            common = next(
+                (i for i in range(limit) if seq.token_ids[i] != other.token_ids[i]), limit
+            )
+            if common // size > other.num_hashed_blocks:
+                return True
+        return False
 
     def _reserve(self, seq: Sequence, scheduled: list[Chunk]) -> bool:
         """Make room for ``seq``'s next token, preempting later sequences; False if ``seq`` went."""
@@ -96,6 +116,7 @@ class Scheduler:
         """Release ``seq``'s blocks and queue it first, to be recomputed."""
         self.running.remove(seq)
         self.block_manager.deallocate(seq)
+        seq.logprob = 0.0  # a scoring sequence is scored again from the start
         seq.status = SequenceStatus.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1

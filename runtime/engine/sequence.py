@@ -98,6 +98,13 @@ class Sequence:
         return len(self.token_ids) - self.num_computed_tokens
 
     @property
+    def num_reusable_tokens(self) -> int:
+        """Leading tokens that may come from the prefix cache: all but the last, and for a
+        scoring sequence none whose logits it needs."""
+        last = self.num_tokens - 1
+        return last if self.score_from is None else min(last, self.score_from - 1)
+
+    @property
     def is_prefill(self) -> bool:
         """More than the last sampled token still has to run."""
         return self.num_uncomputed_tokens > 1

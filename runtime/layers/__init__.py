@@ -1,1 +1,30 @@
-"""ragloom.runtime.layers."""
+"""ragloom.runtime.layers: one module per layer of the embedded engine's models (RMSNorm,
+rotary, paged attention, linear/int8, embedding/LM head, activation). Torch is imported on
+first use of a name."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it (imported on first use).
+_LAZY: dict[str, str] = {
+    "AttentionMetadata": "ragloom.runtime.layers.attention",
+    "LMHead": "ragloom.runtime.layers.embedding",
+    "PagedAttention": "ragloom.runtime.layers.attention",
+    "RMSNorm": "ragloom.runtime.layers.rmsnorm",
+    "RotaryEmbedding": "ragloom.runtime.layers.rotary",
+    "SiluAndMul": "ragloom.runtime.layers.activation",
+    "VocabEmbedding": "ragloom.runtime.layers.embedding",
+    "quantize_linears": "ragloom.runtime.layers.linear",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ragloom.runtime.layers' has no attribute {name!r}")

@@ -1,1 +1,27 @@
-"""ragloom.runtime.models."""
+"""ragloom.runtime.models: one file per architecture (``llama``, ``qwen2``), the GGUF loader
+and the transformers reference twin. Names are imported on first use (torch is heavy)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it (imported on first use).
+_LAZY: dict[str, str] = {
+    "LlamaForCausalLM": "ragloom.runtime.models.llama",
+    "LoadedModel": "ragloom.runtime.models.gguf_loader",
+    "ModelConfig": "ragloom.runtime.models.config",
+    "Qwen2ForCausalLM": "ragloom.runtime.models.qwen2",
+    "hf_reference": "ragloom.runtime.models.reference",
+    "load_gguf": "ragloom.runtime.models.gguf_loader",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ragloom.runtime.models' has no attribute {name!r}")

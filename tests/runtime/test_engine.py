@@ -142,6 +142,8 @@ def test_score_prefers_the_likely_continuation_and_matches_generation():
     prompt = "The capital of France is"
     paris, london = llm.score([prompt], [" Paris", " London"])[0]
     assert paris > london and paris < 0
+    again = llm.score([prompt, prompt], [" Paris", " London"])  # now served from the prefix cache
+    assert again == [pytest.approx([paris, london], abs=1e-4)] * 2
     greedy = llm.generate([prompt], SamplingParams(max_tokens=3))[0].text
     (score,) = llm.score([prompt], [greedy])[0]
     assert score > llm.score([prompt], [" banana split"])[0][0]
@@ -189,3 +191,25 @@ def test_regex_grammar_through_runtime_constrained():
 def test_render_uses_the_model_chat_template():
     text = smol_llm().render([{"role": "user", "content": "hi"}])
     assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
+
+
+def test_concurrent_requests_behind_one_long_prefix_compute_it_once():
+    engine = fresh_engine()
+    engine.scheduler.block_manager.evict_cached()
+    system = "You are a planner. Tools: search(query), math(expr), join(). " * 6
+    asks = ["Plan: 2+2?", "Plan: capital of Peru?", "Plan: 7*6?", "Plan: tallest tree?"]
+    prompts = [
+        smol_llm().encode([{"role": "system", "content": system}, {"role": "user", "content": a}])
+        for a in asks
+    ]
+    seqs = engine.generate(prompts, SamplingParams(max_tokens=4))
+    shared = min(len(p) for p in prompts) // 2
+    assert seqs[0].num_cached_tokens == 0
+    assert all(s.num_cached_tokens >= shared for s in seqs[1:])  # followers reused the prefix
+    assert [s.completion_token_ids for s in seqs] == [alone(tuple(p), 4) for p in prompts]
+
+
+def test_int8_weight_only_engine_still_answers():
+    engine = fresh_engine(quantization="int8")
+    seq = engine.generate([chat_ids(PROMPTS[0])], SamplingParams(max_tokens=8))[0]
+    assert "Paris" in smol_llm().tokenizer.decode(seq.completion_token_ids)

@@ -1,0 +1,39 @@
+"""Engine layers against plain torch: int8 linear, sampler filters (no model needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ragloom.errors import ConfigError
+from ragloom.runtime.engine.sampler import top_p_filter
+from ragloom.runtime.layers.linear import Int8Linear, quantize_linears
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40])  # the int8 mat-vec kernel and the bf16 GEMM path
+def test_int8_linear_is_close_to_float(rows):
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 48)
+    x = torch.randn(rows, 64)
+    want = layer(x)
+    got = Int8Linear(layer)(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert (got - want).norm() / want.norm() < 0.02
+
+
+def test_quantize_linears_swaps_every_linear_and_checks_mode():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 2)))
+    quantize_linears(model, "int8")
+    assert isinstance(model[0], Int8Linear) and isinstance(model[2][0], Int8Linear)
+    with pytest.raises(ConfigError, match="int4"):
+        quantize_linears(nn.Linear(2, 2), "int4")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="float32"):
+        quantize_linears(nn.Linear(2, 2).to(torch.bfloat16), "int8")
+
+
+def test_top_p_keeps_the_smallest_set_with_the_mass():
+    probs = torch.tensor([0.1, 0.5, 0.15, 0.25])
+    assert top_p_filter(probs.clone(), 0.7).tolist() == pytest.approx([0, 0.5, 0, 0.25])
+    assert top_p_filter(probs.clone(), 1.0).tolist() == pytest.approx(probs.tolist())
+    assert top_p_filter(probs.clone(), 0.01).tolist() == pytest.approx([0, 0.5, 0, 0])
