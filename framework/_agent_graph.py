@@ -99,7 +99,8 @@ def parse_plan_text(text: str, registry: ToolRegistry) -> tuple[list[Task], str]
     parser = StreamingPlanParser(registry)
     tasks: list[Task] = []
     try:
-        tasks += parser.feed(text)
+        for line in text.splitlines(keepends=True):  # line by line: keep tasks before an error
+            tasks += parser.feed(line)
         tasks += parser.close()
     except PlanError as exc:
         return [t for t in tasks if not t.is_join], str(exc)

@@ -170,3 +170,13 @@ def test_a_langgraph_checkpointer_object_and_store_are_used() -> None:
     assert agent.invoke("4+4?", thread_id="t-1").answer == "8"
     journal = store.search(("ragloom_journal", "t-1"), limit=10)
     assert {item.key for item in journal} == {"1", "plan"}  # task 1 and the plan, journalled
+
+
+def test_parse_plan_text_keeps_the_tasks_before_a_bad_line() -> None:
+    from ragloom._agent_graph import parse_plan_text
+    from ragloom.tools import ToolRegistry
+
+    tasks, error = parse_plan_text(
+        "1. add(1, 2)\n2. add($1, 3)\n3. ???\n4. join()", ToolRegistry([add])
+    )
+    assert [t.id for t in tasks] == [1, 2] and "line 3" in error
