@@ -193,16 +193,19 @@ def _feed(
     raws: dict[int, str],
     write: Any,
 ) -> str:
-    try:
-        tasks = parser.feed(delta) if delta is not None else parser.close()
-    except PlanError as exc:
-        write({"kind": "plan_error", "data": str(exc)})
-        return str(exc)
-    for task in tasks:
-        write({"kind": "task", "data": task})
-        if not task.is_join:
-            raws[task.id] = task.raw
-            queue.put_nowait(task)
+    # line by line, so the tasks before a bad line in the same delta still run
+    pieces = delta.splitlines(keepends=True) if delta is not None else [None]
+    for piece in pieces:
+        try:
+            tasks = parser.feed(piece) if piece is not None else parser.close()
+        except PlanError as exc:
+            write({"kind": "plan_error", "data": str(exc)})
+            return str(exc)
+        for task in tasks:
+            write({"kind": "task", "data": task})
+            if not task.is_join:
+                raws[task.id] = task.raw
+                queue.put_nowait(task)
     return ""
 
 

@@ -180,3 +180,13 @@ def test_parse_plan_text_keeps_the_tasks_before_a_bad_line() -> None:
         "1. add(1, 2)\n2. add($1, 3)\n3. ???\n4. join()", ToolRegistry([add])
     )
     assert [t.id for t in tasks] == [1, 2] and "line 3" in error
+
+
+def test_tasks_before_a_bad_line_in_one_delta_still_run() -> None:
+    class OneChunk(FakeLLM):
+        def _stream(self, prompt, params):  # the whole reply as one delta
+            yield self._reply(self.render(prompt))
+
+    llm = OneChunk(["1. add(1, 2)\n2. ???\n3. join()<END_OF_PLAN>", '{"answer": "3"}'])
+    result = Agent(llm, [add], max_replans=0).invoke("1+2?")
+    assert result.observations[1].value == 3 and "line 2" in result.rounds[0].error
