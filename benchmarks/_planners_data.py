@@ -41,13 +41,19 @@ def ident(name: str) -> str:
 
 
 def metatool_single(root: Path, n: int, seed: int = 0) -> tuple[list[Case], dict[str, str]]:
-    """``n`` single-tool queries (seeded sample) and the 199 tool descriptions."""
+    """``n`` single-tool queries (seeded sample) and the 199 tool descriptions.
+
+    Tool names become identifiers (``PDF&URLTool`` -> ``PDF_URLTool``) in both.
+    """
     tools = json.loads((root / "plugin_des.json").read_text())
     with (root / "all_clean_data.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["Tool"] in tools]
     sample = random.Random(seed).sample(rows, n)
-    cases = [Case(f"metatool-{i}", r["Query"], {}, [(r["Tool"], {})]) for i, r in enumerate(sample)]
-    return cases, tools
+    cases = [
+        Case(f"metatool-{i}", r["Query"], {}, [(ident(r["Tool"]), {})])
+        for i, r in enumerate(sample)
+    ]
+    return cases, {ident(k): v for k, v in tools.items()}
 
 
 def metatool_multi(root: Path, n: int, seed: int = 0) -> tuple[list[Case], dict[str, str]]:
@@ -60,10 +66,10 @@ def metatool_multi(root: Path, n: int, seed: int = 0) -> tuple[list[Case], dict[
     ]
     sample = random.Random(seed).sample(rows, n)
     cases = [
-        Case(f"metatool-multi-{i}", r["query"], {}, [(t, {}) for t in r["tool"]])
+        Case(f"metatool-multi-{i}", r["query"], {}, [(ident(t), {}) for t in r["tool"]])
         for i, r in enumerate(sample)
     ]
-    return cases, tools
+    return cases, {ident(k): v for k, v in tools.items()}
 
 
 def bfcl(root: Path, category: str, n: int) -> list[Case]:
