@@ -23,10 +23,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from ragloom._lazy import require
 from ragloom.errors import ConfigError
-from ragloom.runtime.engine.background import BackgroundEngine
 from ragloom.runtime.engine.config import EngineConfig
-from ragloom.runtime.engine.llm_engine import LLMEngine
 from ragloom.runtime.engine.sequence import Sequence as Seq
 from ragloom.runtime.llm import BaseLLM, Completion, Prompt, SamplingParams, apply_stop
 
@@ -45,6 +44,7 @@ class TorchLLM(BaseLLM):
 
     Raises:
         ModelError: the model is unknown, missing or not a readable GGUF file.
+        MissingDependencyError: torch, gguf, safetensors or transformers is not installed.
 
     >>> llm = TorchLLM("smollm2-135m-instruct", quantization="int8")  # doctest: +SKIP
     >>> llm.generate([[{"role": "user", "content": "Capital of France?"}]])[0].text
@@ -59,6 +59,10 @@ class TorchLLM(BaseLLM):
         config: EngineConfig | None = None,
         **settings: Any,
     ) -> None:
+        for module in ("torch", "gguf", "safetensors", "transformers"):
+            require(module, "runtime")
+        from ragloom.runtime.engine.background import BackgroundEngine
+        from ragloom.runtime.engine.llm_engine import LLMEngine
         from ragloom.runtime.model_files import model_name, resolve_model
         from ragloom.runtime.models.gguf_loader import load_gguf
 

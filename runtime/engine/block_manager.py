@@ -64,6 +64,7 @@ class BlockManager:
         num_blocks: blocks in the KV cache.
         block_size: token slots per block.
 
+    >>> from ragloom.runtime.llm import SamplingParams
     >>> bm = BlockManager(num_blocks=4, block_size=2)
     >>> seq = Sequence([1, 2, 3], SamplingParams(), block_size=2)
     >>> bm.allocate(seq); seq.block_table, bm.num_free_blocks

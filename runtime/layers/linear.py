@@ -35,8 +35,8 @@ class Int8Linear(nn.Module):
     Args:
         linear: the float layer to quantise (its weight is not kept).
 
-    >>> layer = Int8Linear(nn.Linear(8, 4))
-    >>> layer(torch.randn(2, 8)).shape
+    >>> layer = Int8Linear(nn.Linear(64, 4))
+    >>> layer(torch.randn(2, 64)).shape
     torch.Size([2, 4])
     """
 
@@ -48,13 +48,16 @@ class Int8Linear(nn.Module):
             torch.round(weight / scales[:, None]).to(torch.int8), requires_grad=False
         )
         self.scales = nn.Parameter(scales.to(torch.bfloat16), requires_grad=False)
+        # subtle: torch's CPU int8 mat-vec kernel crashed here on some widths that are not a
+        # multiple of 64 (8, 24, 40); every llama/qwen2 width is one, others take the GEMM path
+        self.use_kernel = weight.shape[1] % 64 == 0
         bias = linear.bias
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T + b``, returned in ``x``'s dtype."""
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-        if rows.shape[0] <= _DECODE_ROWS:  # decode
+        if rows.shape[0] <= _DECODE_ROWS and self.use_kernel:  # decode
             out = torch._weight_int8pack_mm(rows, self.weight_int8, self.scales)
         else:  # prefill chunk
             weight = self.weight_int8.to(torch.bfloat16) * self.scales[:, None]

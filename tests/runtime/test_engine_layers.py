@@ -11,11 +11,11 @@ from ragloom.runtime.engine.sampler import top_p_filter
 from ragloom.runtime.layers.linear import Int8Linear, quantize_linears
 
 
-@pytest.mark.parametrize("rows", [1, 3, 40])  # the int8 mat-vec kernel and the bf16 GEMM path
-def test_int8_linear_is_close_to_float(rows):
-    torch.manual_seed(0)
-    layer = nn.Linear(64, 48)
-    x = torch.randn(rows, 64)
+@pytest.mark.parametrize(("rows", "width"), [(1, 64), (3, 128), (40, 64), (2, 8), (2, 40)])
+def test_int8_linear_is_close_to_float(rows, width):
+    torch.manual_seed(0)  # few rows: the int8 mat-vec kernel; many, or odd widths: a bf16 GEMM
+    layer = nn.Linear(width, 48)
+    x = torch.randn(rows, width)
     want = layer(x)
     got = Int8Linear(layer)(x)
     assert got.dtype == torch.float32 and got.shape == want.shape
