@@ -111,12 +111,15 @@ class CrossEncoderReranker:
         return reorder(hits, [float(s) for s in scores.reshape(len(hits), -1)[:, -1]], top_k)
 
 
-DEFAULT_RELEVANCE_PROMPT = (
+_QUESTION = (
     "Passage:\n{passage}\n\nQuestion: {query}\n\n"
-    "Does the passage contain information that answers the question? Answer yes or no.\n"
-    "Answer:"
+    "Does the passage contain information that answers the question? Answer yes or no."
 )
-"""The question put to the LLM for each (query, passage) pair; " yes" / " no" continue it."""
+DEFAULT_RELEVANCE_PROMPT = _QUESTION + "\nAnswer:"
+"""The question put to the LLM for each (query, passage) pair; " yes" / " no" continue it.
+
+With ``chat=True`` the same question without the final ``Answer:`` goes in a user message and
+the assistant's reply is scored ("Yes" / "No")."""
 
 
 class LLMReranker:
@@ -132,6 +135,10 @@ class LLMReranker:
         batch_size: prompts per ``score`` call.
         prompt: the template; must contain ``{query}`` and ``{passage}``.
         max_passage_chars: passages are cut to this many characters.
+        chat: send the question as a user message through the model's chat template (better
+            for instruct models) instead of as raw text.
+        choices: the (yes, no) continuations scored; default ``(" yes", " no")``, or
+            ``("Yes", "No")`` with ``chat=True``.
 
     >>> from ragloom.runtime import FakeLLM
     >>> def scores(prompt, choice):  # log P(choice): "yes" when the passage mentions masks
@@ -149,29 +156,37 @@ class LLMReranker:
         llm: LLM,
         batch_size: int = 8,
         *,
-        prompt: str = DEFAULT_RELEVANCE_PROMPT,
+        prompt: str | None = None,
         max_passage_chars: int = 2000,
+        chat: bool = False,
+        choices: tuple[str, str] | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        prompt = prompt or (_QUESTION if chat else DEFAULT_RELEVANCE_PROMPT)
         if "{query}" not in prompt or "{passage}" not in prompt:
             raise ConfigError("the relevance prompt must contain {query} and {passage}")
         self.llm = llm
         self.batch_size = batch_size
         self.prompt = prompt
         self.max_passage_chars = max_passage_chars
+        self.chat = chat
+        self.choices = choices or (("Yes", "No") if chat else (" yes", " no"))
         self.num_scored = 0
 
     def relevance(self, query: str, passages: Sequence[str]) -> list[float]:
         """Log-probability of a "yes" verdict for each passage (batched ``score`` calls)."""
-        prompts = [
+        texts = [
             self.prompt.format(query=query, passage=p[: self.max_passage_chars]) for p in passages
         ]
+        prompts: list[Any] = (
+            [[{"role": "user", "content": t}] for t in texts] if self.chat else texts
+        )
         out: list[float] = []
         for i in range(0, len(prompts), self.batch_size):
             batch = prompts[i : i + self.batch_size]
             try:
-                rows: Any = self.llm.score(batch, [" yes", " no"])
+                rows: Any = self.llm.score(batch, list(self.choices))
             except NotImplementedError as exc:
                 raise RetrievalError(
                     f"{type(self.llm).__name__} cannot score continuations, which LLMReranker "

@@ -161,3 +161,20 @@ def test_llm_reranker_on_a_real_packaged_model():
     expected = {f"c{i}": yes - np.logaddexp(yes, no) for i, (yes, no) in enumerate(raw)}
     assert {h.chunk.id: pytest.approx(h.score, abs=1e-6) for h in out} == expected
     assert all(h.score < 0 for h in out)
+
+
+def test_llm_reranker_chat_mode_sends_messages_and_scores_yes_no():
+    seen = []
+
+    class Recording(FakeLLM):
+        def score(self, prompts, choices):
+            seen.append((prompts, tuple(choices)))
+            return [[math.log(0.8 if "Masks" in p[0]["content"] else 0.1), math.log(0.2)]
+                    for p in prompts]  # fmt: skip
+
+    out = LLMReranker(Recording(), chat=True).rerank("do masks help?", make_hits())
+    assert out[0].chunk.id == "c1"
+    prompts, choices = seen[0]
+    assert choices == ("Yes", "No") and prompts[0][0]["role"] == "user"
+    assert not prompts[0][0]["content"].endswith("Answer:")
+    np.testing.assert_allclose(out[0].score, math.log(0.8), atol=1e-9)
