@@ -66,14 +66,19 @@ def load_tokenizer(path: str | Path | None = None) -> Any:
 def load_fast_tokenizer(path: str | Path | None = None, *, padding: bool = True) -> Any:
     """A ``tokenizers.Tokenizer`` from a model folder's ``tokenizer.json`` (no torch import).
 
-    Batches are padded to their longest member with the model's pad token when ``padding``.
+    Folders without ``tokenizer.json`` (only ``vocab.txt`` and friends) go through
+    ``transformers`` once to build the fast tokenizer. Batches are padded to their longest
+    member with the model's pad token when ``padding``.
     """
     tokenizers = require("tokenizers", "retrieval")
     folder = Path(path) if path is not None else default_model_path()
-    try:
-        tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
-    except Exception as exc:  # tokenizers raises plain Exceptions
-        raise ModelError(f"cannot load {str(folder / 'tokenizer.json')!r}: {exc}") from exc
+    if not (folder / "tokenizer.json").exists():
+        tokenizer = load_tokenizer(folder).backend_tokenizer
+    else:
+        try:
+            tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises plain Exceptions
+            raise ModelError(f"cannot load {str(folder / 'tokenizer.json')!r}: {exc}") from exc
     # subtle: tokenizer.json may carry the truncation / padding it was saved with; reset both
     tokenizer.no_truncation()
     tokenizer.no_padding()

@@ -166,3 +166,15 @@ def test_token_chunker_default_tokenizer_matches_transformers(minilm_tokenizer):
     light = FixedTokenChunker(16, 4).split(DOC)  # tokenizers' own Tokenizer, no torch
     heavy = FixedTokenChunker(16, 4, tokenizer=minilm_tokenizer).split(DOC)
     assert [c.metadata for c in light] == [c.metadata for c in heavy]
+
+
+def test_token_chunker_from_a_folder_without_tokenizer_json(tmp_path, minilm_tokenizer):
+    import shutil
+
+    from ragloom.retrievers.embeddings import default_model_path
+
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_path() / name, tmp_path / name)  # no tokenizer.json
+    chunks = FixedTokenChunker(16, 4, tokenizer=str(tmp_path)).split(DOC)
+    heavy = FixedTokenChunker(16, 4, tokenizer=minilm_tokenizer).split(DOC)
+    assert [c.metadata for c in chunks] == [c.metadata for c in heavy]
