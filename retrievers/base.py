@@ -190,7 +190,7 @@ def as_matrix(embeddings: ArrayLike, dim: int) -> npt.NDArray[np.float32]:
     """
     matrix = np.asarray(embeddings, dtype=np.float32)
     if matrix.ndim == 1:
-        matrix = matrix[None, :]
+        matrix = matrix.reshape(0, dim) if matrix.size == 0 else matrix[None, :]
     if matrix.ndim != 2 or matrix.shape[1] != dim:
         got = matrix.shape[-1] if matrix.ndim else "a scalar"
         raise ConfigError(

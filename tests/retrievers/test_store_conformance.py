@@ -167,6 +167,15 @@ def test_k_larger_than_the_store_returns_each_chunk_once(backend: Backend, fille
     assert sorted(_ids(hits)) == sorted(TEXTS)
 
 
+def test_an_empty_batch_is_a_no_op(backend: Backend, filled: Any) -> None:
+    if backend.is_vector:
+        filled.add([], [])
+        assert filled.query_texts([], k=3) == []
+    else:
+        filled.add([])
+    assert len(filled) == len(CORPUS)
+
+
 def test_get_returns_chunks_in_the_order_asked(filled: Any) -> None:
     got = filled.get(["c2", "missing", "a1"])
     assert [(c.id, c.text) for c in got] == [("c2", TEXTS["c2"]), ("a1", TEXTS["a1"])]
