@@ -65,9 +65,11 @@ def task_calls(text: str, registry: Any) -> tuple[list[tuple[str, dict[str, Any]
 
     Valid: it parses and validates against the tools (known tools, arguments that fit their
     schemas, references only to earlier tasks). A missing final ``join()`` is tolerated, as
-    the agent tolerates it.
+    the agent tolerates it. Calls are scored with the arguments the tool would receive
+    (validated by its schema, e.g. ``"5"`` -> ``5`` for an integer), as ReAct's are by
+    LangChain.
     """
-    from ragloom.errors import PlanError
+    from ragloom.errors import PlanError, ToolError
     from ragloom.plan_parser import parse_plan
 
     try:
@@ -75,7 +77,16 @@ def task_calls(text: str, registry: Any) -> tuple[list[tuple[str, dict[str, Any]
         plan.validate(registry)
     except PlanError:
         return [], False
-    return [(t.tool, dict(t.args)) for t in plan if not t.is_join], True
+    calls = []
+    for task in plan:
+        if task.is_join:
+            continue
+        try:  # the arguments the tool receives (schema-coerced, as in ReAct)
+            args = registry.get(task.tool).validate_args(dict(task.args))
+        except ToolError:  # a "$N" argument whose type is known only at run time
+            args = dict(task.args)
+        calls.append((task.tool, {k: v for k, v in args.items() if v is not None}))
+    return calls, True
 
 
 async def route_reaper(llm: Any, case: Case, registry: Any) -> dict[str, Any]:
@@ -308,6 +319,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tiny run (< 1 minute)")
     parser.add_argument("--model", default=None, help="model for load_llm (default: embedded)")
     parser.add_argument("--shortlist", type=int, default=5, help="MetaTool candidates per query")
+    parser.add_argument("--only", choices=("routing", "qa"), help="run one half only")
     args = parser.parse_args()
     from ragloom.retrievers import default_embedder
     from ragloom.runtime import load_llm
@@ -321,8 +333,10 @@ def main() -> None:
         "quick": args.quick,
         "shortlist": args.shortlist,
     }
-    figures |= asyncio.run(routing(llm, embedder, sizes, args.shortlist))
-    figures |= asyncio.run(qa(llm, embedder, sizes))
+    if args.only != "qa":
+        figures |= asyncio.run(routing(llm, embedder, sizes, args.shortlist))
+    if args.only != "routing":
+        figures |= asyncio.run(qa(llm, embedder, sizes))
     figures["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(figures))
 
