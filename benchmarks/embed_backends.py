@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from ragloom.retrievers.chunking import chunk_documents, make_chunker
 from ragloom.retrievers.embeddings import SentenceTransformerEmbedder
 from ragloom.retrievers.loaders import Document
 
-CONFIGS = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "torch": {"backend": "torch"},
     "torch_seq128": {"backend": "torch", "max_seq_length": 128},
     "onnx": {"backend": "onnx"},
@@ -37,7 +38,8 @@ CONFIGS = {
 def load_covid(num_docs: int) -> tuple[list[Document], list[tuple[str, str]]]:
     path = Path(data_dir()) / "covid_qa_deepset" / "200423_covidQA.json"
     data = json.loads(path.read_text())["data"]
-    docs, questions = [], []
+    docs: list[Document] = []
+    questions: list[tuple[str, str]] = []
     for article in data[:num_docs]:
         for para in article["paragraphs"]:
             doc_id = str(para["document_id"])

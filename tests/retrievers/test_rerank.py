@@ -44,7 +44,7 @@ def tiny_cross_encoder(tmp_path_factory, minilm_tokenizer):
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
-        num_labels=1,
+        num_labels=1,  # type: ignore[call-arg]  # a PretrainedConfig keyword
     )
     folder = tmp_path_factory.mktemp("tiny-cross-encoder")
     model = BertForSequenceClassification(config).eval()
