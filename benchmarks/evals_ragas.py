@@ -9,8 +9,9 @@ project's site-packages, so the project's own packages win.
 
 Samples: COVID-QA questions; contexts from dense Faiss retrieval over 128-token chunks (top
 3); answers from the packaged Qwen2.5-0.5B (llama.cpp, 32 tokens). Both ragloom and ragas
-judge with that same model (ragas through ``RagloomChatModel``), each with a fresh
-completion cache, so ``judge_calls`` counts the prompts each really sent. Metrics:
+judge with that same model (ragas through ``RagloomChatModel``), each through its own
+completion cache; ``judge_calls`` counts the prompts each asked for (cache hits included, so
+``--workdir`` reruns report the same figure). Metrics:
 faithfulness and context recall. Reports Spearman's rho per metric over the samples where
 both are defined.
 
@@ -51,7 +52,10 @@ def ragloom_scores(examples, preds, model, root):
     result = evaluate(examples, preds, [Faithfulness(judge), ContextRecall(judge)])
     scores = {name: [row[name].score for row in result.rows]
               for name in ("faithfulness", "context_recall")}
-    return scores, judge.num_calls, time.perf_counter() - start
+    for ex, row in zip(examples, result.rows, strict=True):
+        print(ex.id, {name: row[name].explanation for name in scores})
+    prompts = judge.cached.num_calls + judge.cached.num_hits  # asked for, cached or not
+    return scores, prompts, time.perf_counter() - start
 
 
 def ragas_scores(examples, preds, model, root):
@@ -76,7 +80,7 @@ def ragas_scores(examples, preds, model, root):
     frame = result.to_pandas()
     scores = {"faithfulness": [float(x) for x in frame["faithfulness"]],
               "context_recall": [float(x) for x in frame["context_recall"]]}
-    return scores, counted.num_calls, time.perf_counter() - start
+    return scores, counted.num_calls + counted.num_hits, time.perf_counter() - start
 
 
 def spearman(a, b):
@@ -93,6 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 samples instead of 10")
     parser.add_argument("--ragas-site", default=os.environ.get("RAGAS_SITE", "/tmp/ragas_site"))
+    parser.add_argument("--workdir", help="reuse this folder's judge caches (default: new)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     sys.path.append(args.ragas_site)  # after site-packages: the project's packages win
@@ -101,7 +106,7 @@ def main() -> None:
     except Exception as exc:  # report why instead of failing
         print(json.dumps({"ragas": None, "reason": f"ragas not importable: {exc!r}"}))
         return
-    root = Path(tempfile.mkdtemp(prefix="ragloom-bench-ragas-"))
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="ragloom-bench-ragas-"))
     os.environ.setdefault("RAGLOOM_CACHE_DIR", str(root / "cache"))
     examples, preds, model = make_samples(4 if args.quick else 10, root)
     ours, our_calls, our_s = ragloom_scores(examples, preds, model, root)
