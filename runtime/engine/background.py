@@ -3,8 +3,9 @@
 Callers on any thread (or event loop) ``submit`` token ids with a *listener*; the thread steps
 the engine while work is pending and calls each listener after every step that advanced its
 sequence (``listener(seq, None)``), or with the exception if a step failed. ``abort`` cancels a
-request and frees its blocks at the next step. Text, templates and futures are the caller's
-business (:mod:`ragloom.runtime.torch_llm`).
+request and frees its blocks at the next step. The thread ends after ``IDLE_EXIT_S`` seconds
+without work (so nothing keeps a dropped model alive) and the next ``submit`` starts another.
+Text, templates and futures are the caller's business (:mod:`ragloom.runtime.torch_llm`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ragloom.runtime.llm import SamplingParams
 __all__ = ["BackgroundEngine", "Listener"]
 
 logger = logging.getLogger(__name__)
+IDLE_EXIT_S = 2.0  # the thread ends after this long without work; the next submit restarts it
 
 Listener = Callable[[Sequence, BaseException | None], None]
 
@@ -51,7 +53,7 @@ class BackgroundEngine:
         seq = self.engine.add_request(token_ids, params, score_from=score_from)
         with self._lock:
             self._listeners[seq.seq_id] = (seq, listener)
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="ragloom-engine", daemon=True
                 )
@@ -66,7 +68,12 @@ class BackgroundEngine:
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait()
+            if not self._wake.wait(timeout=IDLE_EXIT_S):
+                with self._lock:  # idle: end the thread, so a dropped LLM can be collected
+                    if not self.engine.has_work() and not self._wake.is_set():
+                        self._thread = None
+                        return
+                continue
             self._wake.clear()
             while self.engine.has_work():
                 try:

@@ -213,3 +213,14 @@ def test_int8_weight_only_engine_still_answers():
     engine = fresh_engine(quantization="int8")
     seq = engine.generate([chat_ids(PROMPTS[0])], SamplingParams(max_tokens=8))[0]
     assert "Paris" in smol_llm().tokenizer.decode(seq.completion_token_ids)
+
+
+def test_idle_engine_thread_ends_and_restarts():
+    llm = smol_llm()
+    background = llm._background
+    llm.generate(["Hi"], SamplingParams(max_tokens=1))
+    deadline = time.monotonic() + 60
+    while background._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert background._thread is None  # nothing keeps a dropped model alive
+    assert llm.generate(["Hi"], SamplingParams(max_tokens=1))[0].completion_tokens == 1
