@@ -76,9 +76,12 @@ class TorchLLM(BaseLLM):
 
     # text <-> tokens
     def render(self, prompt: Prompt) -> str:
-        """Plain text as is; chat messages through the model's chat template."""
+        """Plain text as is; chat messages through the model's chat template (a base model
+        without one gets :class:`BaseLLM`'s generic role markers)."""
         if isinstance(prompt, str):
             return prompt
+        if not getattr(self.tokenizer, "chat_template", None):
+            return super().render(prompt)
         return str(
             self.tokenizer.apply_chat_template(
                 list(prompt), tokenize=False, add_generation_prompt=True

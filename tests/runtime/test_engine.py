@@ -224,3 +224,13 @@ def test_idle_engine_thread_ends_and_restarts():
         time.sleep(0.1)
     assert background._thread is None  # nothing keeps a dropped model alive
     assert llm.generate(["Hi"], SamplingParams(max_tokens=1))[0].completion_tokens == 1
+
+
+def test_render_without_a_chat_template_falls_back_to_role_markers():
+    llm = smol_llm()
+    saved = llm.tokenizer.chat_template
+    try:
+        llm.tokenizer.chat_template = None  # as in a base model's GGUF
+        assert llm.render([{"role": "user", "content": "hi"}]) == "<|user|>\nhi\n<|assistant|>\n"
+    finally:
+        llm.tokenizer.chat_template = saved
