@@ -1,4 +1,17 @@
-"""ragloom.planners."""
+"""ragloom.planners: the planners that write plans for the task-fetching unit, and baselines.
+
+- :class:`LLMCompilerPlanner` — one LLM call streams a DAG of tool calls (prompt built from the
+  tool registry plus application few-shot examples; optional constrained decoding).
+- :class:`LLMJoiner` — reads the observations, answers ``Finish`` or asks to ``Replan``
+  (structured JSON, parsed robustly by :func:`parse_decision`).
+- :class:`Reaper` — conversational RAG over several retrieval sources: one planning call,
+  dependent steps via ``$N``, answers that cite chunk ids and report failed/empty sources.
+- :class:`ClassifierRouter` and :class:`ReactAgent` — the designs REAPER/LLMCompiler are
+  measured against (``benchmarks/planners.py``).
+- ``ragloom demo`` / ``ragloom ask`` — see :mod:`ragloom.planners.demo` and ``cli``.
+
+The agent loop that runs them is :class:`ragloom.Agent`. Names are imported on first use.
+"""
 
 from __future__ import annotations
 
