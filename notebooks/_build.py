@@ -62,10 +62,9 @@ This notebook indexes a folder of text files, asks a question that needs **two**
 and shows what the parallel planner agent did: the plan it wrote (as a diagram), when each
 task ran (a timeline), and the answer with its sources.
 
-It runs on the small packaged model **SmolLM2-135M** through llama.cpp so that it finishes
-in about a minute on a laptop CPU. Answers of a 135M model are rough; swap in the default
-model (`load_llm()`, Qwen2.5-Coder-0.5B) or a served one (`load_llm(backend="openai", ...)`)
-for real answers -- nothing else changes.
+It runs on the embedded model, **Qwen2.5-Coder-0.5B** (4-bit, through llama.cpp, installed
+from PyPI), and finishes in about a minute on a laptop CPU. A bigger model served elsewhere
+is one line away (`load_llm(..., backend="openai", base_url=...)`); nothing else changes.
 """),
     code(SETUP),
     md("""
@@ -85,15 +84,18 @@ for hit in index.search("compress a file with gzip", k=3):
 
 The agent has one tool, `search`, over the index. The LLMCompiler planner writes the whole
 plan in one call; the task-fetching unit starts each task the moment its line is parsed, so
-independent searches run in parallel, while the plan is still streaming. The joiner then
-answers from the results (or asks for another plan).
+independent searches run in parallel, while the plan is still streaming. A joiner then
+reads the results and answers; here it is the `CitingAnswerer`, which writes a short answer
+citing the chunks it used. (The default `LLMJoiner` may instead ask for another plan, up to
+`max_replans` times, and answers in as few words as possible.)
 
 `constrained=True` decodes the plan under a grammar of the plan format, which keeps a
-135M model on the rails; a bigger model does not need it.
+0.5B model on the rails; a bigger model does not need it.
 """),
     code("""
 from ragloom import Agent
-from ragloom.planners import MULTIHOP_EXAMPLES, LLMCompilerPlanner, LLMJoiner, search_tool
+from ragloom.planners import (MULTIHOP_EXAMPLES, CitingAnswerer, LLMCompilerPlanner,
+                              search_tool)
 from ragloom.runtime import load_llm
 
 # one more few-shot plan, shaped like the questions we ask (small models copy the shape)
@@ -101,11 +103,11 @@ EXAMPLES = (*MULTIHOP_EXAMPLES,
             'Question: Which module writes JSON, and which one opens ZIP archives?\\n'
             '1. search(query="write JSON")\\n2. search(query="open ZIP archives")\\n'
             '3. join()<END_OF_PLAN>')
-llm = load_llm("smollm2")  # the fast 135M model; load_llm() gives the default Qwen2.5-0.5B
+llm = load_llm()  # the embedded Qwen2.5-Coder-0.5B; load_llm("smollm2") is 4x smaller
 search = search_tool(index.retriever, k=2)
 planner = LLMCompilerPlanner(llm, examples=EXAMPLES, constrained=True, max_tokens=80)
-agent = Agent(llm, [search], planner=planner, joiner=LLMJoiner(llm, max_tokens=80),
-              max_replans=0)
+answerer = CitingAnswerer(llm, max_tokens=80, max_chars=600)  # a sentence citing [chunk ids]
+agent = Agent(llm, [search], planner=planner, joiner=answerer, max_replans=0)
 print(llm.model_name, "|", search)"""),
     md("""
 `agent.astream` yields events as they happen: plan tokens, each task as it is parsed, task
@@ -185,7 +187,7 @@ if trace is not None and trace.records:
         print(f"task {r.task_id} {r.tool:8s} started {r.started:6.2f}s  took {r.duration:.3f}s  ok={r.ok}")
     display(trace.plot())
 else:
-    print("the plan produced no task this time (a 135M model sometimes writes only join())")"""),
+    print("the plan produced no task this time (a small model sometimes writes only join())")"""),
     md("""
 ## 5. The answer and its sources
 
@@ -204,9 +206,11 @@ for source in result.sources:
     md("""
 ## What changes with a bigger model
 
-- With Qwen2.5-Coder-0.5B (`load_llm()`), the plan reliably has one search per module and
-  the answer names both; with a 7B+ model served by vLLM (`load_llm("...", backend="openai",
-  base_url=...)`) you can drop `constrained=True` and the few-shot examples.
+- A 0.5B model plans well with a grammar and a few examples, but its answers are terse and
+  sometimes cite a chunk instead of naming the module. With a 7B+ model served by vLLM
+  (`load_llm("...", backend="openai", base_url=...)`) the answers read well and you can drop
+  `constrained=True` and the examples. `load_llm("smollm2")` (135M) is 4x faster and
+  plans, but its answers are unreliable.
 - Latency is dominated by the two LLM calls (plan, join); the searches take milliseconds
   and run in parallel. With slow tools (web search, SQL), the parallel plan saves the most.
 - Next: `02_planners.ipynb` compares LLMCompiler, REAPER and ReAct on the same questions.
@@ -358,8 +362,16 @@ for q, (question, gold) in enumerate(QUESTIONS):
                      "answer": result.answer.strip().replace("\\n", " ")[:60]})
         if q == 0:
             timelines[name] = list(clock.spans)
-        print(f"q{q + 1} {name:11s} {latency:6.1f}s  {rows[-1]['answer']!r}")"""),
-    md("## Latency and accuracy, side by side"),
+        print(f"q{q + 1} {name:11s} {latency:6.1f}s  {rows[-1]['answer']!r}")
+        for round_ in result.rounds:  # a plan line that failed to parse or validate
+            if round_.error:
+                print(f"    plan stopped: {round_.error}")"""),
+    md("""
+## Latency and accuracy, side by side
+
+A "plan stopped" line above means the plan broke off at a bad line (an unknown argument,
+say): the tasks before it still ran, the rest did not. The grammar of `constrained=True`
+fixes the plan's *shape* and tool names, not the argument names a small model invents."""),
     code("""
 from statistics import fmean
 
@@ -409,7 +421,7 @@ for name in systems:
     if not any(r["searches"] for r in rows if r["system"] == name):
         print(f"{name} made no search: the model answered from memory instead of calling the "
               "tool (small models often fail to write a ReAct tool call; the plan-once systems "
-              "decode their plan under a grammar, so their tool calls always parse).")"""),
+              "decode their plan under a grammar, so at least its shape and tool names parse).")"""),
     md("""
 ## What changes with a bigger model
 
