@@ -6,11 +6,12 @@ instruction text comes first so that an engine's prefix cache can reuse it acros
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 __all__ = [
     "Questions",
@@ -20,6 +21,7 @@ __all__ = [
     "extract_prompt",
     "questions_prompt",
     "relevance_prompt",
+    "verdicts_for",
     "verify_prompt",
 ]
 
@@ -42,6 +44,20 @@ class Verdicts(BaseModel):
     """One verdict per statement, in order."""
 
     verdicts: list[Verdict]
+
+
+@functools.lru_cache(maxsize=64)
+def verdicts_for(n: int) -> type[Verdicts]:
+    """A :class:`Verdicts` schema that demands exactly ``n`` verdicts.
+
+    Its JSON schema carries ``minItems``/``maxItems``, so constrained decoding cannot return
+    the wrong count; one class per ``n`` keeps judge batches grouped.
+
+    >>> verdicts_for(2).model_json_schema()["properties"]["verdicts"]["maxItems"]
+    2
+    """
+    return create_model(f"Verdicts{n}", __base__=Verdicts,
+                        verdicts=(list[Verdict], Field(min_length=n, max_length=n)))
 
 
 class Questions(BaseModel):

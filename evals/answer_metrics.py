@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ragloom.errors import ConfigError
-from ragloom.evals._prompts import Questions, Verdicts, questions_prompt, verify_prompt
+from ragloom.evals._prompts import Questions, questions_prompt, verdicts_for, verify_prompt
 from ragloom.evals._types import Example, MetricResult, Prediction
 from ragloom.evals.classic import is_abstention
 from ragloom.evals.judge import Ask, Judge
@@ -103,8 +103,8 @@ class AnswerCorrectness(JudgedMetric):
         a, r = mine.value.statements, ref.value.statements
         f1 = 0.0
         if a and r:
-            va, vr = yield [Ask(verify_prompt(a, reference), Verdicts),
-                            Ask(verify_prompt(r, prediction.answer), Verdicts)]
+            va, vr = yield [Ask(verify_prompt(a, reference), verdicts_for(len(a))),
+                            Ask(verify_prompt(r, prediction.answer), verdicts_for(len(r)))]
             supported, covered = verdicts_of(va, len(a)), verdicts_of(vr, len(r))
             if isinstance(supported, str) or isinstance(covered, str):
                 return MetricResult(_NAN, str(supported if isinstance(supported, str) else covered))

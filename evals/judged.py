@@ -29,6 +29,7 @@ from ragloom.evals._prompts import (
     Verdicts,
     extract_prompt,
     relevance_prompt,
+    verdicts_for,
     verify_prompt,
 )
 from ragloom.evals._types import Example, MetricResult, Prediction
@@ -139,7 +140,7 @@ def verdicts_of(reply: Reply[Verdicts], n: int) -> list[int] | str:
 
 def _supported_share(statements: list[str], context: str, what: str) -> Program:
     """Sub-program: the share of ``statements`` the judge finds supported by ``context``."""
-    (reply,) = yield [Ask(verify_prompt(statements, context), Verdicts)]
+    (reply,) = yield [Ask(verify_prompt(statements, context), verdicts_for(len(statements)))]
     verdicts = verdicts_of(reply, len(statements))
     if isinstance(verdicts, str):
         return MetricResult(_NAN, verdicts)

@@ -187,3 +187,19 @@ def test_exported_names_are_not_shadowed_by_submodules():
     import ragloom.evals.runner  # noqa: F401  (imports every evals module it uses)
 
     assert callable(evals.evaluate) and not isinstance(evals.evaluate, type(evals))
+
+
+def test_verification_grammar_demands_one_verdict_per_claim(tmp_path):
+    seen = []
+
+    class Recording(FakeLLM):
+        def generate(self, prompts, params=None):
+            seen.append(params)
+            return super().generate(prompts, params)
+
+    llm = Recording(scripted_judge({ANSWER: A_CLAIMS}, {CTX_PARIS: set(A_CLAIMS)}))
+    judge = Judge(llm, cache_path=tmp_path / "j.sqlite")
+    assert Faithfulness(judge)(EX, Prediction.of(ANSWER, [CTX_PARIS])).score == 1.0
+    schema = json.loads(seen[-1].grammar.source)
+    assert schema["properties"]["verdicts"]["minItems"] == 2
+    assert schema["properties"]["verdicts"]["maxItems"] == 2
