@@ -121,10 +121,20 @@ class TorchLLM(BaseLLM):
         seqs = self._run(prompts, params or SamplingParams())
         return [s.completion_token_ids for s in seqs]
 
-    def _run(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Seq]:
+    def _run(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        score_from: Sequence[int | None] | None = None,
+    ) -> list[Seq]:
+        """Submit every prompt, wait for all; on any error cancel the rest and re-raise."""
         done: queue.Queue[BaseException | None] = queue.Queue()
-        seqs = [self._background.submit(i, params, self._on_finish(done.put)) for i in prompts]
+        starts = score_from or [None] * len(prompts)
+        seqs: list[Seq] = []
         try:
+            for ids, start in zip(prompts, starts, strict=True):
+                listener = self._on_finish(done.put)
+                seqs.append(self._background.submit(ids, params, listener, score_from=start))
             for _ in seqs:
                 error = done.get()
                 if error is not None:
@@ -179,21 +189,13 @@ class TorchLLM(BaseLLM):
 
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
         """Log-probability of each choice as the continuation of each prompt (batched)."""
-        params = SamplingParams(max_tokens=1)
-        done: queue.Queue[BaseException | None] = queue.Queue()
-        seqs = []
+        full, starts = [], []
         for prompt in prompts:
             head = self.encode(prompt)
             for choice in choices:
-                tail = list(self.tokenizer.encode(choice, add_special_tokens=False))
-                listener = self._on_finish(done.put)
-                seqs.append(
-                    self._background.submit(head + tail, params, listener, score_from=len(head))
-                )
-        for _ in seqs:
-            error = done.get()
-            if error is not None:
-                raise error
+                full.append(head + list(self.tokenizer.encode(choice, add_special_tokens=False)))
+                starts.append(len(head))
+        seqs = self._run(full, SamplingParams(max_tokens=1), score_from=starts)
         scores = [s.logprob for s in seqs]
         width = len(choices)
         return [scores[i * width : (i + 1) * width] for i in range(len(prompts))]

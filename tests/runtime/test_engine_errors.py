@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from _engine_models import SMOL, fresh_engine, smol_llm
 
@@ -19,6 +21,12 @@ def test_prompt_longer_than_the_context_window():
         engine.add_request(list(range(300)), SamplingParams())
     with pytest.raises(ContextWindowError):
         smol_llm().generate(["word " * 9000])
+    with pytest.raises(ContextWindowError):  # the first, valid request is cancelled, not leaked
+        smol_llm().score(["Hi", "word " * 9000], [" there"])
+    deadline = time.monotonic() + 120
+    while smol_llm().engine.has_work() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not smol_llm().engine.has_work()
 
 
 @pytest.mark.model
