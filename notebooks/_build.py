@@ -155,7 +155,7 @@ import networkx as nx
 
 graph = nx.DiGraph()
 for task in plan:
-    graph.add_node(task.id, label=textwrap.fill(f"{task.id}. {task.call_text()}", 28))
+    graph.add_node(task.id, label=textwrap.fill(f"{task.id}. {task.call_text()}", 22))
     graph.add_edges_from((dep, task.id) for dep in task.deps)
     if task.is_join:  # join() waits for every earlier task
         graph.add_edges_from((t.id, task.id) for t in plan if t.id < task.id and not t.deps)
@@ -170,6 +170,7 @@ if len(graph):
     nx.draw_networkx(graph, pos, ax=ax, labels=nx.get_node_attributes(graph, "label"),
                      node_color="#cfe8ff", node_size=5200, node_shape="s", font_size=7,
                      arrowsize=14)
+    ax.margins(x=0.25, y=0.2)  # room for the labels of the outer nodes
 ax.set_title(f"plan: {len(plan)} tasks")
 ax.axis("off")
 plt.show()"""),
@@ -178,7 +179,9 @@ plt.show()"""),
 
 `result.trace` holds, for every task, when it was queued, became ready, started and ended.
 `Trace.plot()` draws it as a Gantt chart: grey is waiting, green is running (red: failed).
-Overlapping green bars ran in parallel.
+Overlapping green bars ran in parallel. The first search starts when the model has written
+the first plan line (the seconds before that are the prompt's prefill and the first
+tokens); the second starts the moment its own line has streamed, not when the plan ends.
 """),
     code("""
 trace = result.trace
