@@ -52,7 +52,7 @@ def load_llm(
         MissingDependencyError: the backend's package is not installed.
 
     >>> llm = load_llm("smollm2")  # doctest: +SKIP
-    >>> type(llm).__name__
+    >>> type(llm).__name__  # doctest: +SKIP
     'LlamaCppLLM'
     """
     chosen = pick_backend(backend)

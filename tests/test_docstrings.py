@@ -18,10 +18,7 @@ PACKAGES = ["ragloom", "ragloom.planners", "ragloom.retrievers", "ragloom.runtim
 # Examples whose first line is skipped (it loads a model) but whose next lines are not, so they
 # fail with NameError; fixed by marking the later lines ``+SKIP`` too. strict: an XPASS (the
 # example was fixed) fails, so that the entry is removed here.
-KNOWN_BROKEN = {
-    "ragloom.runtime.backends.llamacpp": "LlamaCppLLM example: llm.generate(...) not +SKIP",
-    "ragloom.runtime.factory": "load_llm example: type(llm).__name__ not +SKIP",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 def public_modules() -> list[str]:

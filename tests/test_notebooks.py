@@ -27,8 +27,15 @@ def test_notebook_is_stored_without_outputs(path: Path) -> None:
 def test_notebook_runs_headless(path: Path, tmp_path: Path) -> None:
     from nbclient import NotebookClient
 
+    from ragloom._config import data_dir
+
     nb = nbformat.read(path, as_version=4)
+    needs = nb.metadata.get("ragloom", {}).get("needs_data", [])
+    missing = [name for name in needs if not (data_dir() / name).is_dir()]
+    if missing:
+        pytest.skip(f"{path.name} needs data sets {missing} under {data_dir()}")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("RAGLOOM_DATA_DIR", str(data_dir()))  # the kernel runs in tmp_path
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )

@@ -94,7 +94,8 @@ class LlamaCppLLM(BaseLLM):
         MissingDependencyError: cyllama is not installed.
 
     >>> llm = LlamaCppLLM("smollm2")  # doctest: +SKIP
-    >>> llm.generate(["The capital of France is"], SamplingParams(max_tokens=3))[0].text
+    >>> params = SamplingParams(max_tokens=3)  # doctest: +SKIP
+    >>> llm.generate(["The capital of France is"], params)[0].text  # doctest: +SKIP
     ' Paris.'
     """
 
