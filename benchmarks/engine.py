@@ -19,6 +19,12 @@
 Every backend uses the same number of threads (``--threads``; default: idle cores). The CPU may
 be shared, so timings are medians of a few repeats; ratios are measured in the same run.
 
+Measured here (Qwen2.5-Coder-0.5B, 1 thread on 2 cores shared with six other jobs, full run):
+TTFT 29.2 s cold -> 1.63 s cached (18x); greedy_match true; decode float32 6.2 tok/s vs HF 6.0
+(1.04x), int8 weight-only 7.8 tok/s (1.3x; 0.69 greedy prefix agreement, -0.002 log-prob per
+token), torch.ao dynamic int8 12.4 tok/s (0.06 agreement, -0.11), llama.cpp 18.7 tok/s;
+8 concurrent requests 3.1x the throughput of sequential; peak RSS 7.7 GB (engine alone 2.9 GB).
+
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.
 """
