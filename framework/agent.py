@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from ragloom._sync import run_sync
 from ragloom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -266,9 +267,9 @@ class Agent:
         history: Sequence[Message] = (),
         resume: bool = True,
     ) -> AgentResult:
-        """Run the agent to its answer (blocking; not from inside a running event loop)."""
+        """Run the agent to its answer (blocking; inside a running loop, in a worker thread)."""
         coro = self.ainvoke(question, thread_id=thread_id, history=history, resume=resume)
-        return asyncio.run(coro)
+        return run_sync(coro)
 
     def stream(
         self,

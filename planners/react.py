@@ -11,11 +11,11 @@ This module does not plan; it adapts tools and messages.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from ragloom._sync import run_sync
 from ragloom.agent import AgentResult, _as_registry
 from ragloom.errors import ConfigError
 from ragloom.planners._render import evidence_ids, render_value
@@ -110,7 +110,7 @@ class ReactAgent:
 
     def invoke(self, question: str, *, history: Sequence[Message] = ()) -> AgentResult:
         """Blocking twin of :meth:`ainvoke`."""
-        return asyncio.run(self.ainvoke(question, history=history))
+        return run_sync(self.ainvoke(question, history=history))
 
 
 def _call_example(registry: ToolRegistry) -> str:

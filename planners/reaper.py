@@ -146,6 +146,8 @@ class CitingAnswerer:
         params = SamplingParams(max_tokens=self.max_tokens)
         answer = (await self.llm.agenerate([prompt], params))[0].text.strip()
         unmentioned = [line for name, line in _problems(observations) if name not in answer]
+        # a plan that broke off is a failure too: the steps after the bad line never ran
+        unmentioned += [f"the retrieval plan broke off: {r.error}" for r in rounds if r.error]
         if unmentioned:
             answer += "\n\nNote: " + "; ".join(unmentioned) + "."
         known = evidence_ids(observations)

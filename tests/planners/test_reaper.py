@@ -107,3 +107,18 @@ def test_conversation_history_reaches_the_planner() -> None:
     ]
     Reaper(llm, sources()).invoke("Is it dimmable?", history=history)
     assert "I am Ada and I ordered a lamp" in llm.prompts[0]
+
+
+def test_a_plan_that_breaks_off_is_reported_in_the_answer() -> None:
+    broken = '1. orders("orders of customer Ada", n=2)\n2. join()<END_OF_PLAN>'
+    llm = FakeLLM([broken, "Ada ordered something."])
+    result = Reaper(llm, sources()).invoke("What did Ada order?")
+    assert "retrieval plan broke off" in result.answer
+    assert "n" in result.answer.split("broke off:", 1)[1]
+
+
+async def test_invoke_works_inside_a_running_event_loop() -> None:
+    llm = FakeLLM([PLAN, "The Lumo lamp [lumo.md#2] is dimmable."])
+    # inside a running loop asyncio.run would refuse; invoke runs in a worker thread instead
+    result = Reaper(llm, sources()).invoke("Is the lamp Ada ordered dimmable?")
+    assert "lumo.md#2" in result.sources
