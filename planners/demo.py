@@ -175,6 +175,7 @@ def run_demo(
     from ragloom.agent import Agent
     from ragloom.planners.llmcompiler import LLMCompilerPlanner
     from ragloom.planners.prompts import MULTIHOP_EXAMPLES
+    from ragloom.planners.reaper import CitingAnswerer
     from ragloom.retrievers.index import build_index
     from ragloom.runtime import load_llm
 
@@ -190,7 +191,15 @@ def run_demo(
         llm = load_llm(model) if model else load_llm()
     console.print(f"model: {llm.model_name}")
     planner = LLMCompilerPlanner(llm, examples=MULTIHOP_EXAMPLES)
-    agent = Agent(llm, [search_tool(index.retriever)], planner=planner, max_replans=1)
+    # The citing answerer writes a sentence with [chunk ids]; the default JSON joiner answers in
+    # a word, which a 0.5B model turns into a bare chunk id on two-part questions.
+    agent = Agent(
+        llm,
+        [search_tool(index.retriever)],
+        planner=planner,
+        joiner=CitingAnswerer(llm),
+        max_replans=0,
+    )
     ask = question or corpus.question
     console.rule("[bold]3. Plan lines as they stream, and the task timeline")
     console.print(f"[bold]Question:[/bold] {ask}\n")

@@ -51,12 +51,13 @@ def test_demo_end_to_end_with_fakes(tmp_path: Path, monkeypatch) -> None:
         '1. search(query="gzip compress files")\n2. search(query="median of data")\n'
         "3. join()<END_OF_PLAN>"
     )
-    llm = FakeLLM([plan, '{"action": "finish", "answer": "gzip and statistics"}'])
+    answer = "gzip [gzip.txt#0] compresses files; statistics [statistics.txt#0] gives the median."
+    llm = FakeLLM([plan, answer])
     out = io.StringIO()
     console = Console(file=out, width=120, force_terminal=False)
     result = run_demo(console, workdir=tmp_path, llm=llm, embedder=HashEmbedder(256))
     text = out.getvalue()
-    assert result.answer == "gzip and statistics"
+    assert result.answer == answer  # the citing answerer's sentence, not a JSON decision
     assert 'plan  1. search(query="gzip compress files")' in text  # the streamed plan lines
     assert "start task 1" in text and "done  task 2" in text  # the timeline
     assert "Task timeline" in text
