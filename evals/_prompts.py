@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, StringConstraints, create_model
 
 __all__ = [
     "Questions",
@@ -26,17 +26,23 @@ __all__ = [
 ]
 
 
+# subtle: length caps reach the JSON-schema grammar, so a small judge cannot ramble until it
+# runs out of tokens and leaves truncated, unparsable JSON
+Short = Annotated[str, StringConstraints(max_length=240)]
+Reason = Annotated[str, StringConstraints(max_length=160)]
+
+
 class Statements(BaseModel):
     """Atomic, self-contained statements extracted from a text."""
 
-    statements: list[str]
+    statements: list[Short] = Field(max_length=20)
 
 
 class Verdict(BaseModel):
     """Whether one statement can be inferred from a text."""
 
-    statement: str = ""
-    reason: str = ""
+    statement: Short = ""
+    reason: Reason = ""
     verdict: Literal[0, 1]
 
 
@@ -63,14 +69,14 @@ def verdicts_for(n: int) -> type[Verdicts]:
 class Questions(BaseModel):
     """Questions the answer would answer, and whether the answer is evasive."""
 
-    questions: list[str] = Field(max_length=5)
+    questions: list[Short] = Field(max_length=5)
     noncommittal: bool
 
 
 class Relevance(BaseModel):
     """Whether one retrieved context was useful to reach the answer."""
 
-    reason: str = ""
+    reason: Reason = ""
     verdict: Literal[0, 1]
 
 
