@@ -6,9 +6,7 @@ it never imports torch, faiss, chromadb, ray or langgraph's graph machinery by i
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ragloom._lazy import lazy_getattr
 from ragloom.errors import (
     ConfigError,
     ContextWindowError,
@@ -26,7 +24,7 @@ from ragloom.errors import (
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it; filled in as the modules land.
+# public name -> module that defines it (imported on first use).
 _LAZY: dict[str, str] = {
     "Agent": "ragloom.agent",
     "AgentEvent": "ragloom.agent",
@@ -77,12 +75,7 @@ __all__ = sorted(
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ragloom' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

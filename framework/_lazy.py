@@ -7,11 +7,14 @@ when a feature that needs them is used, through :func:`require`.
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any
 
 from ragloom.errors import MissingDependencyError
 
-__all__ = ["require"]
+__all__ = ["lazy_getattr", "require"]
 
 
 def require(module: str, extra: str) -> ModuleType:
@@ -27,3 +30,21 @@ def require(module: str, extra: str) -> ModuleType:
             f"{module!r} is needed for this feature but is not installed: "
             f"pip install 'ragloom[{extra}]'"
         ) from exc
+
+
+def lazy_getattr(package: str, names: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports ``names[attr]`` on first access.
+
+    ``names`` maps each public name to the module defining it; the value is cached in the
+    package's namespace, so the import happens once.
+    """
+    namespace = sys.modules[package].__dict__
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            value = getattr(importlib.import_module(names[name]), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

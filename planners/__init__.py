@@ -15,8 +15,7 @@ The agent loop that runs them is :class:`ragloom.Agent`. Names are imported on f
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ragloom._lazy import lazy_getattr
 
 # public name -> module that defines it (imported on first use, so importing stays light).
 _LAZY: dict[str, str] = {
@@ -61,9 +60,4 @@ __all__ = sorted(
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ragloom.planners' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

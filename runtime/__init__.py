@@ -5,9 +5,7 @@ Heavy parts (torch, llama.cpp, openai, vllm) are imported only when used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ragloom._lazy import lazy_getattr
 from ragloom.runtime.llm import (
     LLM,
     BaseLLM,
@@ -63,9 +61,4 @@ __all__ = sorted(
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ragloom.runtime' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

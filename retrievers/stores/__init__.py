@@ -5,8 +5,7 @@ Each store imports its backend only when constructed, so importing this package 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ragloom._lazy import lazy_getattr
 
 # public name -> module that defines it (imported on first use, so importing stays light).
 _LAZY: dict[str, str] = {
@@ -22,9 +21,4 @@ __all__ = sorted(
 )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ragloom.retrievers.stores' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

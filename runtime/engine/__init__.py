@@ -9,8 +9,7 @@ first use, so importing this package does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ragloom._lazy import lazy_getattr
 
 # public name -> module that defines it (imported on first use).
 _LAZY: dict[str, str] = {
@@ -28,9 +27,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ragloom.runtime.engine' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -4,8 +4,7 @@ first use of a name."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ragloom._lazy import lazy_getattr
 
 # public name -> module that defines it (imported on first use).
 _LAZY: dict[str, str] = {
@@ -22,9 +21,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ragloom.runtime.layers' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
