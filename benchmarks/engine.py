@@ -241,9 +241,15 @@ def bench_decode(llm: TorchLLM, model: str, ids: list[int], n: int, repeats: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer tokens and repeats")
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument(
+        "--model", default=None, help="default: qwen2.5-coder-0.5b-instruct; with --quick smollm2"
+    )
     parser.add_argument("--threads", type=int, default=0, help="0: the idle cores")
     args = parser.parse_args()
+    # --quick must finish in about a minute on 2 cores: the 135M model, same measurements
+    args.model = args.model or (
+        "smollm2-135m-instruct" if args.quick else "qwen2.5-coder-0.5b-instruct"
+    )
     threads = args.threads or default_num_threads()
     repeats, n_decode, n_batch = (1, 16, 24) if args.quick else (3, 32, 32)
     torch.set_num_threads(threads)
