@@ -11,6 +11,8 @@ This module does not store or search anything; see :mod:`.chroma_store`.
 
 from __future__ import annotations
 
+import json
+import threading
 from typing import Any
 
 from ragloom._lazy import require
@@ -22,6 +24,11 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings  # noqa:
 from chromadb.utils.embedding_functions import register_embedding_function  # noqa: E402
 
 __all__ = ["RagloomEmbeddingFunction"]
+
+# Chroma rebuilds the embedding function from its config whenever a collection is created or
+# opened; without this memo every ChromaStore would load the embedding model again.
+_REBUILT: dict[str, Embedder] = {}
+_REBUILT_LOCK = threading.Lock()
 
 
 @register_embedding_function
@@ -54,4 +61,8 @@ class RagloomEmbeddingFunction(EmbeddingFunction[Documents]):
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> RagloomEmbeddingFunction:
-        return RagloomEmbeddingFunction(rebuild_embedder(config))
+        key = json.dumps(config, sort_keys=True, default=str)
+        with _REBUILT_LOCK:
+            if key not in _REBUILT:
+                _REBUILT[key] = rebuild_embedder(config)
+            return RagloomEmbeddingFunction(_REBUILT[key])

@@ -510,3 +510,22 @@ def test_a_snapshot_of_another_kind_is_refused(filled: Any, backend: Backend, tm
     other = BACKENDS["bm25" if backend.is_vector else "faiss-flat"]
     with pytest.raises((IndexCorruptError, ConfigError), match="index, not|holds"):
         other.load(tmp_path / "idx")
+
+
+def test_chroma_rebuilds_an_embedder_config_once(monkeypatch) -> None:
+    """Chroma rebuilds the function from config on every collection; the model loads once."""
+    from ragloom.retrievers.stores import chroma_embedding
+
+    calls = []
+
+    def counting(config):
+        calls.append(config)
+        return HashEmbedder(32)
+
+    monkeypatch.setattr(chroma_embedding, "rebuild_embedder", counting)
+    monkeypatch.setattr(chroma_embedding, "_REBUILT", {})
+    config = {"class": "ragloom.retrievers.base:HashEmbedder", "config": {"dim": 32}}
+    first = chroma_embedding.RagloomEmbeddingFunction.build_from_config(config)
+    second = chroma_embedding.RagloomEmbeddingFunction.build_from_config(dict(config))
+    assert len(calls) == 1
+    assert first.embedder is second.embedder
