@@ -1,7 +1,8 @@
 """One conformance suite that every backend of this area runs through a parametrized fixture.
 
 Backends: FakeLLM (the reference), OpenAILLM against ragloom's server, LangChainLLM wrapping
-RagloomChatModel (both adapters in one round trip), and LlamaCppLLM on SmolLM2-135M.
+RagloomChatModel (both adapters in one round trip), LlamaCppLLM and the embedded TorchLLM on
+SmolLM2-135M.
 """
 
 from __future__ import annotations
@@ -35,11 +36,21 @@ def make(kind, request):
     if kind == "langchain":
         chat = RagloomChatModel(llm=FakeLLM(lambda prompt: REPLY))
         return LangChainLLM(chat, pass_sampling=True)
+    if kind == "torch":
+        from _engine_models import smol_llm
+
+        return smol_llm()
     return request.getfixturevalue("smollm2")
 
 
 @pytest.fixture(
-    params=["fake", "openai", "langchain", pytest.param("llamacpp", marks=pytest.mark.model)]
+    params=[
+        "fake",
+        "openai",
+        "langchain",
+        pytest.param("llamacpp", marks=pytest.mark.model),
+        pytest.param("torch", marks=pytest.mark.model),
+    ]
 )
 def backend(request):
     return make(request.param, request)
