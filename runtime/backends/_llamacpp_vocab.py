@@ -12,9 +12,9 @@ This module does not load models; it is handed a cyllama vocab or template strin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
+from ragloom.runtime.engine.vocab import byte_decoder
 from ragloom.runtime.llm import Message
 
 __all__ = ["render_chat", "special_ids", "token_bytes"]
@@ -25,21 +25,8 @@ _ATTR_BYTE = 32
 _VOCAB_SPM = 1
 
 
-@lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's printable stand-in character for each byte, inverted."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    chars, extra = list(printable), 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
-
-
 def _bpe_bytes(text: str) -> bytes:
-    table = _byte_decoder()
+    table = byte_decoder()
     try:
         return bytes(table[ch] for ch in text)
     except KeyError:  # an added token stored as plain text
