@@ -47,7 +47,7 @@ from ragloom.runtime.engine.model_runner import default_num_threads
 from ragloom.runtime.llm import SamplingParams
 from ragloom.runtime.model_files import resolve_model
 from ragloom.runtime.models.gguf_loader import load_gguf
-from ragloom.runtime.models.reference import hf_reference
+from ragloom.runtime.models.reference import hf_greedy, hf_reference
 from ragloom.runtime.torch_llm import TorchLLM
 
 TOOLS = """Tools:
@@ -138,20 +138,6 @@ def decode_rate(generate_n: Callable[[int], int], n: int, repeats: int) -> float
     return statistics.median(rates)
 
 
-def hf_generate(model: Any, ids: list[int], n: int) -> list[int]:
-    inputs = torch.tensor([ids])
-    with torch.inference_mode():
-        out = model.generate(
-            inputs,
-            attention_mask=torch.ones_like(inputs),
-            max_new_tokens=n,
-            min_new_tokens=n,
-            do_sample=False,
-            eos_token_id=None,
-        )
-    return out[0, len(ids) :].tolist()
-
-
 def engine_tokens(llm: TorchLLM, ids: list[int], n: int) -> list[int]:
     saved, llm.engine.eos_token_ids = llm.engine.eos_token_ids, frozenset()
     try:  # no end-of-sequence: fixed lengths for timing and comparison
@@ -221,13 +207,13 @@ def bench_batch(llm: TorchLLM, n: int) -> dict[str, Any]:
 def bench_decode(llm: TorchLLM, model: str, ids: list[int], n: int, repeats: int) -> dict:
     """Greedy equality with, and decode speed against, transformers on the same weights."""
     ref = hf_reference(load_gguf(resolve_model(model)))
-    match = engine_tokens(llm, ids, 32) == hf_generate(ref, ids, 32)
+    match = engine_tokens(llm, ids, 32) == hf_greedy(ref, ids, 32)
 
     def ours(k: int) -> int:
         return len(engine_tokens(llm, ids, k))
 
     def theirs(k: int) -> int:
-        return len(hf_generate(ref, ids, k))
+        return len(hf_greedy(ref, ids, k))
 
     engine_tok_s, hf_tok_s = decode_rate(ours, n, repeats), decode_rate(theirs, n, repeats)
     return {

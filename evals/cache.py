@@ -15,12 +15,13 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
+from ragloom._sqlite import open_store
+from ragloom.errors import EvalError
 from ragloom.runtime.llm import LLM, Completion, Prompt, SamplingParams
 
 __all__ = ["CachedLLM", "CompletionCache"]
@@ -48,13 +49,9 @@ class CompletionCache:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        self._db = open_store(path, _SCHEMA, error=EvalError, what="the completion cache")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[Completion, float]]:
         """The cached (completion, original seconds) of each key that is present."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragloom._sqlite import open_store
 from ragloom.errors import EvalError
 
 __all__ = ["CellRecord", "ResultStore"]
@@ -68,15 +68,9 @@ class ResultStore:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise EvalError(f"cannot open sweep results {path}: {exc}") from exc
+        self._db = open_store(path, _SCHEMA, error=EvalError, what="sweep results")
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under ``key``."""

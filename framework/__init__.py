@@ -6,6 +6,7 @@ it never imports torch, faiss, chromadb, ray or langgraph's graph machinery by i
 
 from __future__ import annotations
 
+from ragloom import errors
 from ragloom._lazy import lazy_getattr
 from ragloom.errors import (
     ConfigError,
@@ -56,23 +57,7 @@ _LAZY: dict[str, str] = {
     "tool": "ragloom.tools",
 }
 
-__all__ = sorted(
-    [
-        "ConfigError",
-        "ContextWindowError",
-        "EvalError",
-        "IndexCorruptError",
-        "MissingDependencyError",
-        "ModelError",
-        "PlanError",
-        "RagloomError",
-        "RetrievalError",
-        "RunCancelledError",
-        "ToolError",
-        "ToolTimeoutError",
-        *_LAZY,
-    ]
-)
+__all__ = sorted([*errors.__all__, *_LAZY])
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

@@ -7,7 +7,6 @@ Re-exported by :mod:`ragloom.retrievers.embeddings`; this module computes no emb
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ragloom._config import cache_dir
+from ragloom._sqlite import open_store
 from ragloom.errors import RetrievalError
 from ragloom.retrievers._types import Embedder
 
@@ -47,21 +47,17 @@ class CachedEmbedder:
         self.path = (
             Path(path) if path is not None else cache_dir("embeddings") / "embeddings.sqlite"
         )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (model TEXT, hash TEXT, vector BLOB,"
-                " PRIMARY KEY (model, hash))"
-            )
-        except sqlite3.DatabaseError as exc:
-            raise RetrievalError(
-                f"cannot open the embedding cache {str(self.path)!r}: {exc}"
-            ) from exc
+        self._db = open_store(
+            self.path,
+            "CREATE TABLE IF NOT EXISTS vectors (model TEXT, hash TEXT, vector BLOB,"
+            " PRIMARY KEY (model, hash))",
+            error=RetrievalError,
+            what="the embedding cache",
+            timeout=30,
+        )
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         """Embed documents, computing only those not cached yet."""

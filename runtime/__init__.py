@@ -6,6 +6,7 @@ Heavy parts (torch, llama.cpp, openai, vllm) are imported only when used.
 from __future__ import annotations
 
 from ragloom._lazy import lazy_getattr
+from ragloom.runtime import llm
 from ragloom.runtime.llm import (
     LLM,
     BaseLLM,
@@ -45,20 +46,7 @@ _LAZY: dict[str, str] = {
     "resolve_model": "ragloom.runtime.model_files",
 }
 
-__all__ = sorted(
-    [
-        "LLM",
-        "BaseLLM",
-        "Completion",
-        "FakeLLM",
-        "Grammar",
-        "Message",
-        "Prompt",
-        "SamplingParams",
-        "apply_stop",
-        *_LAZY,
-    ]
-)
+__all__ = sorted([*llm.__all__, *_LAZY])
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

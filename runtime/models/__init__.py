@@ -11,6 +11,7 @@ _LAZY: dict[str, str] = {
     "LoadedModel": "ragloom.runtime.models.gguf_loader",
     "ModelConfig": "ragloom.runtime.models.config",
     "Qwen2ForCausalLM": "ragloom.runtime.models.qwen2",
+    "hf_greedy": "ragloom.runtime.models.reference",
     "hf_reference": "ragloom.runtime.models.reference",
     "load_gguf": "ragloom.runtime.models.gguf_loader",
 }

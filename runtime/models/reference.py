@@ -15,7 +15,7 @@ import torch
 from ragloom.runtime.models.config import ModelConfig
 from ragloom.runtime.models.gguf_loader import LoadedModel
 
-__all__ = ["hf_reference", "hf_state_dict"]
+__all__ = ["hf_greedy", "hf_reference", "hf_state_dict"]
 
 
 def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -67,3 +67,19 @@ def hf_reference(loaded: LoadedModel) -> Any:
     if cfg.tie_word_embeddings:
         model.tie_weights()
     return model.eval()
+
+
+def hf_greedy(model: Any, ids: list[int], n: int) -> list[int]:
+    """Exactly ``n`` greedy tokens from a transformers model after the prompt ``ids``."""
+    inputs = torch.tensor([ids])
+    # subtle: an explicit mask, or transformers hides the chat markers (they equal the pad id);
+    # no eos, so the reference never stops before the engine does
+    with torch.inference_mode():
+        out = model.generate(
+            inputs,
+            attention_mask=torch.ones_like(inputs),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=None,
+        )
+    return list(out[0, len(ids) :].tolist())

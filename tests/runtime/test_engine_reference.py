@@ -19,7 +19,7 @@ from ragloom.runtime.engine.llm_engine import LLMEngine
 from ragloom.runtime.llm import SamplingParams
 from ragloom.runtime.model_files import resolve_model
 from ragloom.runtime.models.gguf_loader import load_gguf
-from ragloom.runtime.models.reference import hf_reference
+from ragloom.runtime.models.reference import hf_greedy, hf_reference
 
 pytestmark = pytest.mark.model
 NUM_TOKENS = 32
@@ -44,20 +44,6 @@ def hf_smol():
     return model.eval()
 
 
-def hf_greedy(model, ids: list[int]) -> list[int]:
-    inputs = torch.tensor([ids])
-    # subtle: an explicit mask, or transformers hides the chat markers (they equal the pad id)
-    with torch.inference_mode():
-        out = model.generate(
-            inputs,
-            attention_mask=torch.ones_like(inputs),
-            max_new_tokens=NUM_TOKENS,
-            do_sample=False,
-            eos_token_id=None,
-        )
-    return out[0, len(ids) :].tolist()
-
-
 def engine_greedy(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]]:
     params = SamplingParams(max_tokens=NUM_TOKENS)
     engine.eos_token_ids = frozenset()  # compare all 32 tokens, even past end-of-sequence
@@ -68,7 +54,7 @@ def test_smollm2_engine_matches_transformers_for_32_greedy_tokens():
     prompts = [chat_ids(q) for q in PROMPTS]
     engine = LLMEngine(load_gguf(resolve_model(SMOL)), EngineConfig(num_threads=1))
     got = engine_greedy(engine, prompts)  # one batch: paged, mixed lengths
-    want = [hf_greedy(hf_smol(), p) for p in prompts]
+    want = [hf_greedy(hf_smol(), p, NUM_TOKENS) for p in prompts]
     assert got == want
 
 
@@ -92,7 +78,7 @@ def test_qwen2_engine_matches_transformers_for_32_greedy_tokens():
     )
     ids = loaded.tokenizer.encode(text)
     ref = hf_reference(loaded)
-    want = hf_greedy(ref, ids)
+    want = hf_greedy(ref, ids, NUM_TOKENS)
     del ref
     engine = LLMEngine(loaded, EngineConfig(num_threads=1, kv_cache_tokens=1024))
     assert engine_greedy(engine, [ids]) == [want]
