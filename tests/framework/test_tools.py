@@ -8,6 +8,7 @@ import pydantic
 import pytest
 
 from ragloom import Tool, ToolRegistry, tool
+from ragloom._tool_schema import describe_errors
 from ragloom.errors import ConfigError, ToolError, ToolTimeoutError
 
 
@@ -64,6 +65,50 @@ def test_validate_args_errors_name_tool_and_field(args: dict, message: str) -> N
     with pytest.raises(ToolError, match=message) as info:
         Tool.from_function(search).validate_args(args)
     assert info.value.tool == "search" and "tool 'search'" in str(info.value)
+
+
+class Capped(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    x: int
+    factor: int = 2
+
+    @pydantic.model_validator(mode="after")
+    def cap(self) -> Capped:
+        self.factor = min(self.factor, 10)
+        return self
+
+
+def _capped() -> Tool:
+    return Tool("capped", "x times factor (at most 10)", Capped, func=lambda x, factor: x * factor)
+
+
+@pytest.mark.parametrize(
+    ("make", "args"),
+    [
+        (lambda: Tool.from_function(search), {"0": "q", "k": "3"}),
+        (lambda: Tool.from_function(search), {"query": "q"}),
+        (lambda: Tool.from_function(search), {"query": "q", "k": "x"}),
+        (lambda: Tool.from_function(search), {"query": "q", "extra": 1}),
+        (lambda: Tool.from_function(norm), {"p": {"x": 3, "y": "4"}, "scale": 2}),
+        (lambda: Tool.from_function(norm), {"p": {"x": 3}}),
+        (_capped, {"x": 1, "factor": 50}),
+        (_capped, {"x": "1"}),
+    ],
+)
+def test_validate_args_agrees_with_the_pydantic_model(make, args: dict) -> None:
+    # validate_args skips building a model instance where that changes nothing; it must give
+    # what the model gives (values in parameter order, model validators applied, same errors)
+    t = make()
+    try:
+        model = t.args_schema.model_validate(t.bind(args))
+    except pydantic.ValidationError as exc:
+        with pytest.raises(ToolError) as info:
+            t.validate_args(args)
+        assert str(info.value) == f"tool {t.name!r}: {describe_errors(exc.errors())}"
+        return
+    got = t.validate_args(args)
+    assert got == {f: getattr(model, f) for f in t.parameters}
+    assert list(got) == t.parameters
 
 
 def test_sync_and_async_invoke() -> None:
