@@ -13,12 +13,11 @@ This module does not define the public types (:mod:`ragloom.tfu`) or run tool fu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import graphlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ragloom.errors import PlanError, RagloomError, RunCancelledError, ToolError
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["Run"]
 
 _log = logging.getLogger("ragloom.tfu")
-_NO_LIMIT = contextlib.nullcontext()  # stateless, so one instance serves every call
 
 
 class Run:
@@ -59,11 +57,17 @@ class Run:
         self.finished = asyncio.Event()
         self.error: BaseException | None = None
         self.cancelled = False
-        self.running: set[asyncio.Task[None]] = set()
+        self.running: dict[int, asyncio.Task[None]] = {}  # task id -> its asyncio task
         self.semaphores: dict[str, asyncio.Semaphore] = {}
 
     async def execute(self, tasks: Tasks) -> dict[int, Observation]:
-        feeder = asyncio.ensure_future(self._consume(tasks))
+        # a plan or list is added right here, so its ready tasks are all created before the
+        # first await; only an async stream needs a task of its own
+        feeder = None
+        if isinstance(tasks, AsyncIterable):
+            feeder = asyncio.ensure_future(self._consume(tasks))
+        else:
+            self._consume_now(tasks)
         try:
             await self.finished.wait()
             if self.cancelled:
@@ -72,10 +76,13 @@ class Run:
                 raise self.error
             return self.out
         finally:
-            pending = [feeder, *self.running]
-            for job in pending:
-                job.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            pending = [*self.running.values()]
+            if feeder is not None:
+                pending.append(feeder)
+            if pending:
+                for job in pending:
+                    job.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -89,20 +96,29 @@ class Run:
         except Exception:  # a broken listener must not break the run; its error is logged
             _log.exception("on_event callback failed for task %s", task.id)
 
-    async def _consume(self, tasks: Tasks) -> None:
+    async def _consume(self, tasks: AsyncIterable[Task]) -> None:
         try:
-            if isinstance(tasks, AsyncIterable):
-                async for task in tasks:
-                    self.add(task)
-            else:
-                for task in tasks:
-                    self.add(task)
+            async for task in tasks:
+                self.add(task)
         except Exception as exc:  # a bad stream ends the run (on_event saw the finished tasks)
-            self.error = exc
-            self.finished.set()
+            self._stream_failed(exc)
             return
         self.stream_ended = True
         self._check_done()
+
+    def _consume_now(self, tasks: Iterable[Task]) -> None:
+        try:
+            for task in tasks:
+                self.add(task)
+        except Exception as exc:
+            self._stream_failed(exc)
+            return
+        self.stream_ended = True
+        self._check_done()
+
+    def _stream_failed(self, exc: Exception) -> None:
+        self.error = exc
+        self.finished.set()
 
     # --- scheduling ---------------------------------------------------------------------------
 
@@ -145,8 +161,9 @@ class Run:
             self.done[current.task_id] = self.out[current.task_id] = current
             self.trace.finished(current)
             kind = "finished" if current.ok else "failed"
-            self._emit(kind, self.arrived[current.task_id], current)
-            for waiter in self.waiters.pop(current.task_id, []):
+            if self.unit.on_event is not None:
+                self._emit(kind, self.arrived[current.task_id], current)
+            for waiter in self.waiters.pop(current.task_id, ()):
                 unmet = self.unmet.get(waiter)
                 if unmet is None:  # already failed through another dependency
                     continue
@@ -163,7 +180,7 @@ class Run:
 
     def _start(self, task: Task) -> None:
         self.active += 1
-        self.running.add(self.loop.create_task(self._execute(task)))
+        self.running[task.id] = self.loop.create_task(self._execute(task))
 
     def _check_done(self) -> None:
         if not self.stream_ended:
@@ -183,36 +200,43 @@ class Run:
 
     async def _execute(self, task: Task) -> None:
         try:
-            obs = await self._call(task)
+            ready = self._prepare(task)
+            obs = ready if isinstance(ready, Observation) else await self._attempts(task, *ready)
         except (KeyboardInterrupt, SystemExit) as exc:  # not a tool failure: run() raises it
             self.error = exc  # (re-raised here, asyncio would let it escape the event loop)
             self.finished.set()
             return
         finally:
             self.active -= 1
-            self.running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            del self.running[task.id]
         self.finish(obs)
 
-    async def _call(self, task: Task) -> Observation:
+    def _prepare(self, task: Task) -> Observation | tuple[Tool, dict[str, Any]]:
+        """The tool and validated keyword arguments to call it with, or the task's observation
+        if it is not to be called (a join; an unknown tool; arguments that do not fit).
+        """
         if task.is_join:
             self.trace.started(task.id)
             return Observation(task.id, task.tool, {}, attempts=0)
         args: dict[str, Any] = task.args
         try:
             tool = self.unit.registry.get(task.tool)
-            args = resolve_args(task, {d: self.done[d].value for d in task.deps})
-            kwargs = tool.validate_args(args)
+            if task.deps:  # (without references the arguments stay as they are)
+                args = resolve_args(task, {d: self.done[d].value for d in task.deps})
+            return tool, tool.validate_args(args)
         except RagloomError as exc:
             return Observation(task.id, task.tool, args, error=str(exc), attempts=0)
-        return await self._attempts(task, tool, kwargs)
 
     async def _attempts(self, task: Task, tool: Tool, kwargs: dict[str, Any]) -> Observation:
         policy = self.unit.retry
         attempts = tool.retries + 1 if tool.retries else policy.max_attempts
         timeout = tool.timeout if tool.timeout is not None else self.unit.default_timeout
+        limit = self._semaphore(tool)  # None without a concurrency limit
         for attempt in range(1, attempts + 1):
             try:
-                async with self._semaphore(tool):
+                if limit is not None:
+                    await limit.acquire()
+                try:
                     if attempt == 1:
                         self.trace.started(task.id)
                         self._emit("started", task)
@@ -220,6 +244,9 @@ class Run:
                     value = await (
                         call if timeout is None else with_timeout(call, timeout, tool.name)
                     )
+                finally:
+                    if limit is not None:
+                        limit.release()
                 return Observation(task.id, tool.name, kwargs, value=value, attempts=attempt)
             except (Exception, asyncio.CancelledError) as exc:
                 if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
@@ -230,9 +257,9 @@ class Run:
                 await asyncio.sleep(policy.backoff_s * 2 ** (attempt - 1))
         raise AssertionError("unreachable: the last attempt always returns")
 
-    def _semaphore(self, tool: Tool) -> Any:
+    def _semaphore(self, tool: Tool) -> asyncio.Semaphore | None:
         if tool.max_concurrency is None:
-            return _NO_LIMIT
+            return None
         if tool.name not in self.semaphores:
             self.semaphores[tool.name] = asyncio.Semaphore(tool.max_concurrency)
         return self.semaphores[tool.name]

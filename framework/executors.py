@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,8 +34,8 @@ DEFAULT_MAX_WORKERS = 64
 class Executor(Protocol):
     """Runs tool functions for the task-fetching unit."""
 
-    async def call(self, tool: Tool, kwargs: dict[str, Any]) -> Any:
-        """Run ``tool`` on validated keyword arguments and return its result."""
+    def call(self, tool: Tool, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """Run ``tool`` on validated keyword arguments; awaiting this gives its result."""
         ...
 
     def close(self) -> None:
@@ -56,11 +56,14 @@ class LocalExecutor:
             raise ConfigError(f"max_workers must be >= 1, got {workers}")
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ragloom-tool")
 
-    async def call(self, tool: Tool, kwargs: dict[str, Any]) -> Any:
-        """Await the tool (async) or run it in the pool (sync)."""
-        if tool.coroutine is not None:  # (inlined Tool.acall: one coroutine less per task)
-            return await tool.coroutine(**kwargs)
-        return await tool.acall(kwargs, self._pool)
+    def call(self, tool: Tool, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """The tool's own coroutine (async tool), or its run in the pool (sync).
+
+        (Not a coroutine itself: the unit awaits an async tool's coroutine directly.)
+        """
+        if tool.coroutine is not None:
+            return tool.coroutine(**kwargs)
+        return tool.acall(kwargs, self._pool)
 
     def close(self) -> None:
         """Stop the pool without waiting for calls still running."""
