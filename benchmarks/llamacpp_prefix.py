@@ -125,9 +125,9 @@ def main() -> None:
     llm.generate(["warm up"], SamplingParams(max_tokens=2))
     cold, cached, decode, matches, reused = [], [], [], [], []
     for rep in range(reps):
-        plain.clear_prefix_cache()
+        plain.reset_prefix_cache()
         baseline.append(streamed(plain, prompts[rep % 4], 1)[0])
-        llm.clear_prefix_cache()
+        llm.reset_prefix_cache()
         ttft, speed, reference, _ = streamed(llm, prompts[rep % 4], decode_tokens)
         cold.append(ttft)
         decode.append(speed)

@@ -620,11 +620,11 @@ def cached(prompt):
     return llm.generate([prompt], SamplingParams(max_tokens=1))[0]
 
 
-llm.clear_prefix_cache()
+llm.reset_prefix_cache()
 cold = ttft(prompt_a)
 again = ttft(prompt_a)
 other = ttft(prompt_b)
-llm.clear_prefix_cache()
+llm.reset_prefix_cache()
 stats = {"cold": cached(prompt_a), "same prompt": cached(prompt_a), "new question": cached(prompt_b)}
 times = {"cold": cold, "same prompt": again, "new question": other}
 for case, c in stats.items():
@@ -686,7 +686,7 @@ agent = Agent(meter, [search_tool(index.retriever, k=2)],
               planner=LLMCompilerPlanner(meter, examples=MULTIHOP_EXAMPLES, constrained=True,
                                          max_tokens=60),
               joiner=LLMJoiner(meter, max_tokens=40), max_replans=0)
-llm.clear_prefix_cache()
+llm.reset_prefix_cache()
 for question in ("Which module compresses files in the gzip format?",
                  "Which module implements a heap queue?",
                  "Which module reads CSV files?"):

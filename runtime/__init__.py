@@ -14,6 +14,7 @@ from ragloom.runtime.llm import (
     FakeLLM,
     Grammar,
     Message,
+    PrefixCacheStats,
     Prompt,
     SamplingParams,
     apply_stop,

@@ -39,7 +39,16 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
 from ragloom.runtime.constrained import json_grammar
-from ragloom.runtime.llm import BaseLLM, Completion, Message, Prompt, SamplingParams, apply_stop
+from ragloom.runtime.llm import (
+    BaseLLM,
+    Completion,
+    Message,
+    PrefixCacheCounter,
+    PrefixCacheStats,
+    Prompt,
+    SamplingParams,
+    apply_stop,
+)
 
 __all__ = ["LangChainLLM", "RagloomChatModel", "parse_tool_calls"]
 
@@ -187,6 +196,7 @@ class RagloomChatModel(BaseChatModel):
             "input_tokens": done.prompt_tokens,
             "output_tokens": done.completion_tokens,
             "total_tokens": done.prompt_tokens + done.completion_tokens,
+            "input_token_details": {"cache_read": done.cached_tokens},
         }
         message = AIMessage(
             content="" if calls else done.text,
@@ -267,6 +277,7 @@ class LangChainLLM(BaseLLM):
         self.model_name = (
             model_name or getattr(chat_model, "model_name", None) or type(chat_model).__name__
         )
+        self._prefix_counter = PrefixCacheCounter()
 
     @staticmethod
     def to_messages(prompt: Prompt) -> list[BaseMessage]:
@@ -300,13 +311,25 @@ class LangChainLLM(BaseLLM):
         text, stopped = apply_stop(message.text, params.stop)
         usage = getattr(message, "usage_metadata", None) or {}
         reason = message.response_metadata.get("finish_reason")
-        return Completion(
+        done = Completion(
             text=text,
             finish_reason="length" if reason == "length" and not stopped else "stop",
             prompt_tokens=usage.get("input_tokens", 0),
             completion_tokens=usage.get("output_tokens", 0),
             cached_tokens=(usage.get("input_token_details") or {}).get("cache_read", 0),
         )
+        if usage:
+            self._prefix_counter.add(done.prompt_tokens, done.cached_tokens)
+        return done
+
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        """Prompt and cached (``cache_read``) tokens from the chat model's usage metadata since
+        the last reset; calls without usage (streamed ones, most fakes) are not counted."""
+        return self._prefix_counter.stats()
+
+    def reset_prefix_cache(self) -> None:
+        """Zero the figures (the chat model's own cache is not reachable from here)."""
+        self._prefix_counter.reset()
 
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams | None = None

@@ -8,6 +8,9 @@ single code path per backend. Engines that batch override ``generate``/``agenera
 A prompt is either plain text or a list of chat messages; backends apply their own chat
 template to message lists (:meth:`BaseLLM.render`).
 
+Backends with a prefix cache report it the same way: ``prefix_cache_stats()`` returns a
+:class:`PrefixCacheStats` (None without one) and ``reset_prefix_cache()`` empties it.
+
 This module imports nothing heavy (no torch).
 """
 
@@ -29,6 +32,7 @@ __all__ = [
     "FakeLLM",
     "Grammar",
     "Message",
+    "PrefixCacheStats",
     "Prompt",
     "SamplingParams",
     "apply_stop",
@@ -109,6 +113,67 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrefixCacheStats:
+    """A backend's prefix-cache figures since it was built or last reset.
+
+    Attributes:
+        requests: prompts prefilled (generate, stream and score calls all count; a score call
+            counts one per prefill it runs).
+        prompt_tokens: their prompt tokens, in total.
+        cached_tokens: how many of those came from the prefix cache instead of being computed.
+        entries: what the cache holds now (saved prefix states, or KV blocks with a published
+            prefix hash); None where the backend cannot tell (a remote server).
+        nbytes: the memory those entries take, where known.
+
+    >>> stats = PrefixCacheStats(requests=2, prompt_tokens=200, cached_tokens=150)
+    >>> stats.hit_rate
+    0.75
+    """
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    entries: int | None = None
+    nbytes: int | None = None
+
+    @property
+    def hit_rate(self) -> float:
+        """``cached_tokens / prompt_tokens`` (0.0 before any prompt)."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+class PrefixCacheCounter:
+    """Thread-safe running totals that backends keep to answer ``prefix_cache_stats``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = self._prompt = self._cached = 0
+
+    def add(self, prompt_tokens: int, cached_tokens: int) -> None:
+        """Count one prefilled prompt."""
+        with self._lock:
+            self._requests += 1
+            self._prompt += prompt_tokens
+            self._cached += cached_tokens
+
+    def reset(self) -> None:
+        """Back to zero."""
+        with self._lock:
+            self._requests = self._prompt = self._cached = 0
+
+    def stats(self, *, entries: int | None = None, nbytes: int | None = None) -> PrefixCacheStats:
+        """The totals so far, with what the cache holds now."""
+        with self._lock:
+            return PrefixCacheStats(
+                requests=self._requests,
+                prompt_tokens=self._prompt,
+                cached_tokens=self._cached,
+                entries=entries,
+                nbytes=nbytes,
+            )
 
 
 @runtime_checkable
@@ -242,6 +307,16 @@ class BaseLLM(ABC):
 
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
         raise NotImplementedError(f"{type(self).__name__} does not score continuations")
+
+    def prefix_cache_stats(self) -> PrefixCacheStats | None:
+        """Prefix-cache figures since the backend was built or last reset; None where the
+        backend neither keeps a prefix cache nor hears of one (the default)."""
+        return None
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix (the next call runs cold) and zero the figures of
+        :meth:`prefix_cache_stats`; does nothing on a backend without a prefix cache."""
+        return None  # no prefix cache: nothing to forget
 
 
 Responder = Callable[[str], str]

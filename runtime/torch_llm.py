@@ -9,6 +9,7 @@ joiners and judges share batches and reuse each other's prompt prefixes:
 - ``stream`` / ``astream`` yield text deltas as tokens arrive; leaving the loop cancels the
   request and frees its blocks (so does cancelling ``agenerate``);
 - ``score`` returns log-probabilities of continuations, batched and prefix-cached;
+- ``prefix_cache_stats`` / ``reset_prefix_cache`` report and empty the prefix cache;
 - ``SamplingParams.grammar`` constrains decoding through :mod:`ragloom.runtime.constrained`.
 
 This module does not pick backends (:mod:`ragloom.runtime.factory` does).
@@ -27,7 +28,15 @@ from ragloom._lazy import require
 from ragloom.errors import ConfigError
 from ragloom.runtime.engine.config import EngineConfig
 from ragloom.runtime.engine.sequence import Sequence as Seq
-from ragloom.runtime.llm import BaseLLM, Completion, Prompt, SamplingParams, apply_stop
+from ragloom.runtime.llm import (
+    BaseLLM,
+    Completion,
+    PrefixCacheCounter,
+    PrefixCacheStats,
+    Prompt,
+    SamplingParams,
+    apply_stop,
+)
 
 __all__ = ["TorchLLM"]
 
@@ -73,6 +82,7 @@ class TorchLLM(BaseLLM):
         config = replace(config, **settings) if config else EngineConfig(**settings)
         self.engine = LLMEngine(loaded, config)
         self._background = BackgroundEngine(self.engine)
+        self._prefix_counter = PrefixCacheCounter()
 
     # text <-> tokens
     def render(self, prompt: Prompt) -> str:
@@ -143,6 +153,7 @@ class TorchLLM(BaseLLM):
             for seq in seqs:
                 if not seq.is_finished:
                     self._background.abort(seq)
+            self._count(seqs)
         return seqs
 
     async def agenerate(
@@ -164,6 +175,7 @@ class TorchLLM(BaseLLM):
             for seq in seqs:
                 if not seq.is_finished:
                     self._background.abort(seq)
+            self._count(seqs)
         return [self._completion(s) for s in seqs]
 
     def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
@@ -186,6 +198,7 @@ class TorchLLM(BaseLLM):
         finally:
             if not seq.is_finished:
                 self._background.abort(seq)
+            self._count([seq])
 
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
         """Log-probability of each choice as the continuation of each prompt (batched)."""
@@ -200,15 +213,35 @@ class TorchLLM(BaseLLM):
         width = len(choices)
         return [scores[i * width : (i + 1) * width] for i in range(len(prompts))]
 
-    def reset_prefix_cache(self) -> int:
-        """Forget every cached prefix (call it while no request runs); return the blocks freed.
+    def _count(self, seqs: Sequence[Seq]) -> None:
+        """Add the prefills of ``seqs`` to the prefix-cache figures (a request cancelled
+        before its first token may never have been prefilled: it is left out)."""
+        for seq in seqs:
+            ran = seq.is_finished and seq.finish_reason != "cancelled"
+            if ran or seq.num_completion_tokens:
+                self._prefix_counter.add(seq.num_prompt_tokens, seq.num_cached_tokens)
+
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        """Prefix-cache figures: every prompt run since the last reset (generate, stream and
+        each ``(prompt, choice)`` of score), and the KV blocks the cache holds now (``entries``;
+        ``nbytes`` is their share of the KV cache)."""
+        manager = self.engine.scheduler.block_manager
+        entries = manager.num_cached_blocks
+        kv_cache = getattr(getattr(self.engine, "runner", None), "kv_cache", None)
+        per_block = int(kv_cache.nbytes) // len(manager.blocks) if kv_cache is not None else None
+        nbytes = entries * per_block if per_block is not None else None
+        return self._prefix_counter.stats(entries=entries, nbytes=nbytes)
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix and zero the figures (call it while no request runs).
 
         Raises:
             ConfigError: requests are still running.
         """
         if self.engine.has_work():
             raise ConfigError("reset_prefix_cache() needs an idle engine: requests are running")
-        return self.engine.scheduler.block_manager.evict_cached()
+        self.engine.scheduler.block_manager.evict_cached()
+        self._prefix_counter.reset()
 
     @staticmethod
     def _on_finish(put: Any) -> Any:

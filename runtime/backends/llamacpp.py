@@ -12,7 +12,8 @@ grid, and the sequence's KV state at the last grid point is saved (~23 KB per to
 longest saved prefix (or keeps what the live context already holds) and prefills only the
 rest; ``Completion.cached_tokens`` says how many tokens were reused. Because every batch lies
 on the same grid, a cached run computes exactly what a cold run would: the greedy output is
-identical.
+identical. ``prefix_cache_stats()`` adds up every prefill (streamed calls and scoring
+included) and ``reset_prefix_cache()`` empties the cache and the live context.
 
 One context, one sequence: calls are serialised by a lock. This module does not batch
 requests (the torch engine does).
@@ -36,7 +37,15 @@ from ragloom.runtime.backends._llamacpp_sampling import load_model, native_sampl
 from ragloom.runtime.backends._llamacpp_vocab import render_chat, special_ids, token_bytes
 from ragloom.runtime.backends._prefix_cache import PrefixStateCache, common_prefix_len
 from ragloom.runtime.constrained import Constraint, TokenizerInfo, compile_grammar
-from ragloom.runtime.llm import BaseLLM, Completion, Prompt, SamplingParams, apply_stop
+from ragloom.runtime.llm import (
+    BaseLLM,
+    Completion,
+    PrefixCacheCounter,
+    PrefixCacheStats,
+    Prompt,
+    SamplingParams,
+    apply_stop,
+)
 from ragloom.runtime.model_files import model_name, resolve_model
 
 __all__ = ["LlamaCppConfig", "LlamaCppLLM"]
@@ -118,6 +127,7 @@ class LlamaCppLLM(BaseLLM):
         block = self.config.prefix_block
         self._cache = PrefixStateCache(int(self.config.prefix_cache_mb * 2**20), block)
         self._live: list[int] = []  # tokens whose KV the context holds, computed on the grid
+        self._prefix_counter = PrefixCacheCounter()
 
     def _new_context(self) -> Any:
         cy, cfg = self._cy, self.config
@@ -202,12 +212,19 @@ class LlamaCppLLM(BaseLLM):
                 "prompt, lower max_tokens or raise n_ctx"
             )
 
-    def clear_prefix_cache(self) -> None:
-        """Forget every saved prefix state and the live context (the next call runs cold)."""
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        """Prefix reuse since the last reset (every prefill: generate, stream and each choice
+        of score), with the saved states (``entries``) and their bytes."""
+        return self._prefix_counter.stats(entries=len(self._cache), nbytes=self._cache.nbytes)
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every saved prefix state and the live context (the next call runs cold), and
+        zero the figures of :meth:`prefix_cache_stats`."""
         with self._lock:
             self._cache.clear()
             self._live = []
             self._ctx.kv_cache_clear()
+            self._prefix_counter.reset()
 
     # decoding
     def _tokens(self, params: SamplingParams, constraint: Constraint | None) -> Iterator[int]:
@@ -236,6 +253,7 @@ class LlamaCppLLM(BaseLLM):
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         with self._lock:
             stats.cached_tokens = self._prefill(tokens)
+            self._prefix_counter.add(len(tokens), stats.cached_tokens)
             pos = len(tokens)
             for token in self._tokens(params, constraint):
                 if self._vocab.is_eog(token):
@@ -299,7 +317,7 @@ class LlamaCppLLM(BaseLLM):
         self._check_fits(len(full), 1)
         total = 0.0
         with self._lock:
-            self._prefill(full[:shared])
+            self._prefix_counter.add(len(full), self._prefill(full[:shared]))
             for pos in range(shared, len(full)):
                 logits = np.asarray(self._ctx.get_logits(), dtype=np.float64)
                 top = logits.max()

@@ -4,7 +4,9 @@
 :class:`OpenAILLM` talks through the official ``openai`` client: chat messages go to
 ``/v1/chat/completions``, plain text to ``/v1/completions`` (or to chat as one user message
 with ``chat_only=True``, for servers without the legacy route). Streaming, stop strings, seed,
-and usage (including ``cached_tokens`` when the server reports it) are passed through.
+and usage (including ``cached_tokens`` when the server reports it) are passed through;
+``prefix_cache_stats()`` adds that usage up (streamed calls count only where the server puts
+usage in the stream).
 Grammars map to ``response_format`` (JSON schema) or vLLM's ``structured_outputs``
 (and the older ``guided_regex`` / ``guided_grammar``) fields; servers that ignore those do not
 constrain the output.
@@ -21,9 +23,26 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from ragloom._lazy import require
-from ragloom.runtime.llm import BaseLLM, Completion, Grammar, Prompt, SamplingParams
+from ragloom.runtime.llm import (
+    BaseLLM,
+    Completion,
+    Grammar,
+    PrefixCacheCounter,
+    PrefixCacheStats,
+    Prompt,
+    SamplingParams,
+)
 
 __all__ = ["OpenAILLM"]
+
+
+def _usage(usage: Any) -> tuple[int, int, int]:
+    """Prompt, completion and cached tokens of an API ``usage`` object (zeros without one)."""
+    if usage is None:
+        return 0, 0, 0
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", 0) or 0) if details else 0
+    return usage.prompt_tokens or 0, usage.completion_tokens or 0, cached
 
 
 def _grammar_fields(grammar: Grammar | None) -> dict[str, Any]:
@@ -81,6 +100,7 @@ class OpenAILLM(BaseLLM):
             max_retries=max_retries,
             http_client=http_client,
         )
+        self._prefix_counter = PrefixCacheCounter()
 
     def _request(self, prompt: Prompt, params: SamplingParams) -> tuple[bool, dict[str, Any]]:
         """Whether to use the chat route, and the keyword arguments of the call."""
@@ -104,6 +124,9 @@ class OpenAILLM(BaseLLM):
         chat, fields = self._request(prompt, params)
         api = self._client.chat.completions if chat else self._client.completions
         for chunk in api.create(stream=True, **fields):
+            if getattr(chunk, "usage", None) is not None:  # sent by servers that stream usage
+                prompt, _, cached = _usage(chunk.usage)
+                self._prefix_counter.add(prompt, cached)
             if not chunk.choices:
                 continue
             choice = chunk.choices[0]
@@ -125,12 +148,22 @@ class OpenAILLM(BaseLLM):
         choice = response.choices[0]
         text = (choice.message.content or "") if chat else choice.text
         reason: Literal["stop", "length"] = "length" if choice.finish_reason == "length" else "stop"
-        usage = response.usage
-        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        prompt_tokens, completion_tokens, cached_tokens = _usage(response.usage)
+        if response.usage is not None:
+            self._prefix_counter.add(prompt_tokens, cached_tokens)
         return Completion(
             text=text,
             finish_reason=reason,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            cached_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
         )
+
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        """Prompt and cached tokens as the server reported them since the last reset (its
+        cache's contents are not visible from here: ``entries`` and ``nbytes`` are None)."""
+        return self._prefix_counter.stats()
+
+    def reset_prefix_cache(self) -> None:
+        """Zero the figures (the server's own cache cannot be emptied from here)."""
+        self._prefix_counter.reset()

@@ -5,7 +5,9 @@
 is one ``generate`` call (vLLM batches continuously), chat messages go through the model's
 tokenizer chat template, grammars become structured outputs (``StructuredOutputsParams`` on
 vLLM >= 0.12, ``GuidedDecodingParams`` before), and ``score`` reads prompt log-probs.
-``cached_tokens`` is vLLM's ``num_cached_tokens`` (prefix-cache hits).
+``cached_tokens`` is vLLM's ``num_cached_tokens`` (prefix-cache hits); ``prefix_cache_stats()``
+adds them up over every request (scoring included) and ``reset_prefix_cache()`` asks vLLM to
+drop its cached blocks.
 
 vllm is imported when a VLLMLLM is built, never at ``import ragloom``; without it the
 constructor raises :class:`~ragloom.errors.MissingDependencyError` with the pip line.
@@ -19,7 +21,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from ragloom._lazy import require
-from ragloom.runtime.llm import BaseLLM, Completion, Grammar, Prompt, SamplingParams
+from ragloom.runtime.llm import (
+    BaseLLM,
+    Completion,
+    Grammar,
+    PrefixCacheCounter,
+    PrefixCacheStats,
+    Prompt,
+    SamplingParams,
+)
 
 __all__ = ["VLLMLLM"]
 
@@ -65,6 +75,7 @@ class VLLMLLM(BaseLLM):
         self._engine = self._vllm.LLM(
             model=model, gpu_memory_utilization=gpu_memory_utilization, **args
         )
+        self._prefix_counter = PrefixCacheCounter()
 
     def sampling_params(self, params: SamplingParams, **extra: Any) -> Any:
         """``params`` as a ``vllm.SamplingParams``."""
@@ -98,7 +109,23 @@ class VLLMLLM(BaseLLM):
         params = params or SamplingParams()
         texts = [self.render(p) for p in prompts]
         outputs = self._engine.generate(texts, self.sampling_params(params), use_tqdm=False)
-        return [self._completion(out) for out in outputs]
+        done = [self._completion(out) for out in outputs]
+        for c in done:
+            self._prefix_counter.add(c.prompt_tokens, c.cached_tokens)
+        return done
+
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        """Prompt and cached tokens over every request since the last reset, as vLLM reported
+        them (``entries`` and ``nbytes`` are vLLM's own business: None)."""
+        return self._prefix_counter.stats()
+
+    def reset_prefix_cache(self) -> None:
+        """Ask vLLM to drop its cached prefix blocks (where this vLLM version can) and zero the
+        figures."""
+        reset = getattr(self._engine, "reset_prefix_cache", None)
+        if callable(reset):
+            reset()
+        self._prefix_counter.reset()
 
     @staticmethod
     def _completion(out: Any) -> Completion:
@@ -124,6 +151,8 @@ class VLLMLLM(BaseLLM):
         tokenizer = self._engine.get_tokenizer()
         flat = []
         for head, out in zip([h for h in heads for _ in choices], outputs, strict=True):
+            cached = getattr(out, "num_cached_tokens", None) or 0
+            self._prefix_counter.add(len(out.prompt_token_ids or ()), cached)
             start = len(tokenizer.encode(head))  # as vLLM tokenises: special tokens included
             ids, logprobs = out.prompt_token_ids, out.prompt_logprobs
             flat.append(sum(logprobs[i][ids[i]].logprob for i in range(max(start, 1), len(ids))))

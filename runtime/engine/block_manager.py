@@ -83,6 +83,11 @@ class BlockManager:
         """Blocks a new allocation may take (free plus evictable cached ones)."""
         return len(self.free_block_ids) + len(self.cached_block_ids)
 
+    @property
+    def num_cached_blocks(self) -> int:
+        """Blocks the prefix cache can hand out: a published hash, in use or idle (read-only)."""
+        return len(self.hash_to_block_id)
+
     def _take_block(self) -> int:
         if self.free_block_ids:
             block_id = self.free_block_ids.popleft()

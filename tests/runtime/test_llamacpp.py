@@ -48,10 +48,10 @@ def test_greedy_identical_cold_and_cached(llm):
     params = SamplingParams(max_tokens=12)
     cold = []
     for q in questions:
-        llm.clear_prefix_cache()
+        llm.reset_prefix_cache()
         cold.append(llm.generate([chat(q)], params)[0])
     assert all(c.cached_tokens == 0 for c in cold)
-    llm.clear_prefix_cache()
+    llm.reset_prefix_cache()
     first = llm.generate([chat(questions[0])], params)[0]
     llm.generate(["an unrelated prompt that evicts nothing"], SamplingParams(max_tokens=1))
     second = llm.generate([chat(questions[1])], params)[0]  # restored from the saved state
