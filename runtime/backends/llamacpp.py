@@ -300,6 +300,9 @@ class LlamaCppLLM(BaseLLM):
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
         """Sum of log-probabilities of each choice's tokens as the continuation of each prompt.
 
+        The prompt is prefilled once (reusing the prefix cache as any call does); each choice
+        then runs only its own tokens on top of it.
+
         >>> llm.score(["2 + 2 ="], [" 4", " 5"])  # doctest: +SKIP
         [[-1.2, -4.7]]
         """
@@ -307,24 +310,40 @@ class LlamaCppLLM(BaseLLM):
         for prompt in prompts:
             text = self.render(prompt)
             head = self.tokenize(text)
-            out.append([self._score_one(head, self.tokenize(text + c)) for c in choices])
+            out.append(self._score_prompt(head, [self.tokenize(text + c) for c in choices]))
         return out
 
-    def _score_one(self, head: list[int], full: list[int]) -> float:
-        shared = common_prefix_len(head, full)
-        if shared == 0:
+    def _score_prompt(self, head: list[int], fulls: list[list[int]]) -> list[float]:
+        """Score each of ``fulls`` (prompt and choice, tokenised together) after ``head``.
+
+        A choice's first token may merge with the prompt's last ones, so each choice scores
+        from where it parts from ``head``; the tokens every choice shares are prefilled once.
+        """
+        if not fulls:
+            return []
+        shared = [common_prefix_len(head, full) for full in fulls]
+        start = min(shared)
+        if start == 0:
             raise ConfigError("score needs a non-empty prompt")
-        self._check_fits(len(full), 1)
-        total = 0.0
+        for full in fulls:
+            self._check_fits(len(full), 1)
+        scores = []
         with self._lock:
-            self._prefix_counter.add(len(full), self._prefill(full[:shared]))
-            for pos in range(shared, len(full)):
-                logits = np.asarray(self._ctx.get_logits(), dtype=np.float64)
-                top = logits.max()
-                total += logits[full[pos]] - top - np.log(np.exp(logits - top).sum())
-                if pos + 1 < len(full):
-                    self._decode([full[pos]], pos)
-        return float(total)
+            reused = self._prefill(fulls[0][:start])
+            first = np.asarray(self._ctx.get_logits(), dtype=np.float64)  # a copy
+            for n, (full, own) in enumerate(zip(fulls, shared, strict=True)):
+                self._ctx.memory_seq_rm(0, start, -1)  # back to the shared prompt
+                logits, total = first, 0.0
+                for pos in range(start, len(full)):
+                    if pos >= own:
+                        top = logits.max()
+                        total += logits[full[pos]] - top - np.log(np.exp(logits - top).sum())
+                    if pos + 1 < len(full):
+                        self._decode([full[pos]], pos)
+                        logits = np.asarray(self._ctx.get_logits(), dtype=np.float64)
+                scores.append(float(total))
+                self._prefix_counter.add(len(full), start if n else reused)
+        return scores
 
     def close(self) -> None:
         """Free the context and the model (the object cannot be used afterwards)."""

@@ -1,6 +1,6 @@
 """The uniform prefix-cache API: ``prefix_cache_stats()`` and ``reset_prefix_cache()`` on every
 backend that can run here (FakeLLM, OpenAILLM, LangChainLLM, a fake vLLM, and TorchLLM and
-LlamaCppLLM on SmolLM2-135M)."""
+LlamaCppLLM on SmolLM2-135M), and llama.cpp's ``score`` prefilling the prompt once."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import types
 from dataclasses import dataclass, field
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -224,3 +225,61 @@ def test_llamacpp_stats_count_generate_and_stream(cpp):
     assert cpp.prefix_cache_stats() == PrefixCacheStats(entries=0, nbytes=0)
     again = cpp.generate([chat("How tall is the Eiffel tower?")], ONE)[0]
     assert again.cached_tokens == 0 and cpp.prefix_cache_stats().cached_tokens == 0
+
+
+def score_per_choice(llm, prompt, choices):
+    """The former ``LlamaCppLLM.score``: a prefill of the prompt for every choice."""
+    text = llm.render(prompt)
+    head = llm.tokenize(text)
+    out = []
+    for choice in choices:
+        full = llm.tokenize(text + choice)
+        shared = common_prefix_len(head, full)
+        total = 0.0
+        with llm._lock:
+            llm._prefill(full[:shared])
+            for pos in range(shared, len(full)):
+                logits = np.asarray(llm._ctx.get_logits(), dtype=np.float64)
+                top = logits.max()
+                total += logits[full[pos]] - top - np.log(np.exp(logits - top).sum())
+                if pos + 1 < len(full):
+                    llm._decode([full[pos]], pos)
+        out.append(float(total))
+    return out
+
+
+@pytest.mark.model
+def test_llamacpp_score_prefills_the_prompt_once(cpp, monkeypatch):
+    prompt = chat("Which tool finds facts? Answer with the tool name.")
+    choices = [" search", " math", " search(query)", " I do not know."]
+    head = cpp.tokenize(cpp.render(prompt))
+    fulls = [cpp.tokenize(cpp.render(prompt) + c) for c in choices]
+    assert all(f[: len(head)] == head for f in fulls)
+    n, block = len(head), cpp.config.prefix_block
+    tail = n - (n - 1) // block * block  # tokens after the last grid point, re-run per prefill
+    assert tail > 8  # so that the saving below is visible
+
+    decoded = []
+    real_decode = cpp._decode
+
+    def counting_decode(tokens, pos):
+        decoded.append(len(tokens))
+        real_decode(tokens, pos)
+
+    monkeypatch.setattr(cpp, "_decode", counting_decode)
+
+    cpp.reset_prefix_cache()
+    old = score_per_choice(cpp, prompt, choices)
+    old_tokens, decoded[:] = sum(decoded), []
+    cpp.reset_prefix_cache()
+    [new] = cpp.score([prompt], choices)
+    new_tokens = sum(decoded)
+
+    assert new == pytest.approx(old, abs=1e-6)  # bit-identical on this CPU
+    assert new[0] > new[1]  # the model prefers the right tool
+    choice_steps = sum(len(f) - n - 1 for f in fulls)  # each choice's tokens but its last
+    assert new_tokens == n + choice_steps
+    assert old_tokens == n + (len(choices) - 1) * tail + choice_steps
+    stats = cpp.prefix_cache_stats()
+    assert stats.requests == len(choices)  # each choice counts, its prompt from the cache
+    assert stats.cached_tokens == (len(choices) - 1) * n
