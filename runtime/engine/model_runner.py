@@ -20,7 +20,7 @@ import torch
 from ragloom.runtime.engine.config import EngineConfig
 from ragloom.runtime.engine.sequence import Sequence
 from ragloom.runtime.layers.attention import AttentionMetadata, PrefillChunk
-from ragloom.runtime.layers.linear import quantize_linears
+from ragloom.runtime.layers.linear import choose_weight_layouts, quantize_linears
 from ragloom.runtime.models.llama import LlamaForCausalLM
 
 __all__ = ["ModelRunner", "StepOutput", "default_num_threads"]
@@ -58,7 +58,10 @@ class ModelRunner:
 
     Args:
         model: a model from :mod:`ragloom.runtime.models`.
-        config: engine settings (KV cache size, dtype, quantisation, threads).
+        config: engine settings (KV cache size, dtype, quantisation, threads, weight layout).
+
+    Attributes:
+        weight_layouts: the layout chosen per linear weight shape (``(out, in)`` -> name).
     """
 
     def __init__(self, model: LlamaForCausalLM, config: EngineConfig) -> None:
@@ -66,6 +69,7 @@ class ModelRunner:
         self.block_size = config.block_size
         dtype = getattr(torch, config.dtype)
         self.model = quantize_linears(model.to(dtype), config.quantization)
+        self.weight_layouts = choose_weight_layouts(self.model, config.weight_layout)
         cfg = model.config
         self.vocab_size = cfg.vocab_size
         shape = (cfg.num_layers, 2, config.num_kv_blocks * config.block_size)

@@ -1,5 +1,5 @@
 """ragloom.runtime.layers: one module per layer of the embedded engine's models (RMSNorm,
-rotary, paged attention, linear/int8, embedding/LM head, activation). Torch is imported on
+rotary, paged attention, linear (transposed layout, int8), embedding/LM head, activation). Torch is imported on
 first use of a name."""
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ _LAZY: dict[str, str] = {
     "RMSNorm": "ragloom.runtime.layers.rmsnorm",
     "RotaryEmbedding": "ragloom.runtime.layers.rotary",
     "SiluAndMul": "ragloom.runtime.layers.activation",
+    "TransposedEmbedding": "ragloom.runtime.layers.linear",
+    "TransposedLinear": "ragloom.runtime.layers.linear",
     "VocabEmbedding": "ragloom.runtime.layers.embedding",
+    "choose_weight_layouts": "ragloom.runtime.layers.linear",
     "quantize_linears": "ragloom.runtime.layers.linear",
 }
 

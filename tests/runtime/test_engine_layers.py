@@ -8,7 +8,13 @@ from torch import nn
 
 from ragloom.errors import ConfigError
 from ragloom.runtime.engine.sampler import top_p_filter
-from ragloom.runtime.layers.linear import Int8Linear, quantize_linears
+from ragloom.runtime.layers.linear import (
+    Int8Linear,
+    TransposedEmbedding,
+    TransposedLinear,
+    choose_weight_layouts,
+    quantize_linears,
+)
 
 
 @pytest.mark.parametrize(("rows", "width"), [(1, 64), (3, 128), (40, 64), (2, 8), (2, 40)])
@@ -39,3 +45,49 @@ def test_top_p_keeps_the_smallest_set_with_the_mass():
     assert top_p_filter(probs.clone(), 0.7).tolist() == pytest.approx([0, 0.5, 0, 0.25])
     assert top_p_filter(probs.clone(), 1.0).tolist() == pytest.approx(probs.tolist())
     assert top_p_filter(probs.clone(), 0.01).tolist() == pytest.approx([0, 0.5, 0, 0])
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.mid = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mid(self.embed(ids)))
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_transposed_linear_computes_the_same_product(rows):
+    torch.manual_seed(0)
+    layer = nn.Linear(24, 40)
+    x = torch.randn(rows, 3, 24)
+    got = TransposedLinear(layer)(x)
+    assert got.shape == (rows, 3, 40)
+    assert torch.allclose(got, layer(x), atol=1e-5)
+    assert TransposedLinear(layer).weight_t.is_contiguous()
+
+
+def test_transposing_a_tied_head_moves_the_embedding_onto_it():
+    torch.manual_seed(0)
+    model = _Tied()
+    ids = torch.tensor([3, 7, 7, 49])
+    want = model(ids)
+    params = sum(p.numel() for p in model.parameters())
+    chosen = choose_weight_layouts(model, "transposed")
+    assert chosen == {(16, 16): "transposed", (50, 16): "transposed"}
+    assert isinstance(model.head, TransposedLinear) and isinstance(model.embed, TransposedEmbedding)
+    assert sum(p.numel() for p in model.parameters()) == params  # the table is stored once
+    assert torch.allclose(model(ids), want, atol=1e-5)
+
+
+def test_row_layout_keeps_the_model_and_auto_picks_a_layout_per_shape():
+    model = _Tied()
+    assert set(choose_weight_layouts(model, "row").values()) == {"row"}
+    assert type(model.head) is nn.Linear and type(model.embed) is nn.Embedding
+    chosen = choose_weight_layouts(_Tied(), "auto")
+    assert set(chosen) == {(16, 16), (50, 16)} and set(chosen.values()) <= {"row", "transposed"}
+    with pytest.raises(ConfigError, match="weight_layout"):
+        choose_weight_layouts(model, "column")  # type: ignore[arg-type]

@@ -50,9 +50,11 @@ def engine_greedy(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]
     return [s.completion_token_ids for s in engine.generate(prompts, params)]
 
 
-def test_smollm2_engine_matches_transformers_for_32_greedy_tokens():
+@pytest.mark.parametrize("layout", ["row", "transposed"])
+def test_smollm2_engine_matches_transformers_for_32_greedy_tokens(layout):
     prompts = [chat_ids(q) for q in PROMPTS]
-    engine = LLMEngine(load_gguf(resolve_model(SMOL)), EngineConfig(num_threads=1))
+    config = EngineConfig(num_threads=1, weight_layout=layout)
+    engine = LLMEngine(load_gguf(resolve_model(SMOL)), config)
     got = engine_greedy(engine, prompts)  # one batch: paged, mixed lengths
     want = [hf_greedy(hf_smol(), p, NUM_TOKENS) for p in prompts]
     assert got == want
