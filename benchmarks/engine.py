@@ -204,8 +204,25 @@ def bench_batch(llm: TorchLLM, n: int) -> dict[str, Any]:
     }
 
 
+def stream_gb_s(threads: int, total_mb: int = 1024) -> float:
+    """Best rate at which this CPU reads float32 weights: a sum, and a wide mat-vec, over
+    ``total_mb`` of distinct memory (so nothing comes from the cache); the best of three."""
+    blocks = [torch.randn(896, 16384) for _ in range(total_mb * 2**20 // (896 * 16384 * 4))]
+    x = torch.randn(1, 896)
+    best = 0.0
+    for _ in range(3):
+        for op in (lambda b: b.sum(), lambda b: x @ b):
+            elapsed, _ = timed(lambda op=op: [op(b) for b in blocks])
+            best = max(best, sum(b.numel() * 4 for b in blocks) / elapsed / 1e9)
+    return best
+
+
 def bench_decode(llm: TorchLLM, model: str, ids: list[int], n: int, repeats: int) -> dict:
-    """Greedy equality with, and decode speed against, transformers on the same weights."""
+    """Greedy equality with, and decode speed against, transformers on the same weights.
+
+    Also the memory-bandwidth ceiling: a decode step streams every weight once, so no float32
+    backend can decode faster than ``stream_gb_s / weight bytes per token``.
+    """
     ref = hf_reference(load_gguf(resolve_model(model)))
     match = engine_tokens(llm, ids, 32) == hf_greedy(ref, ids, 32)
 
@@ -216,11 +233,20 @@ def bench_decode(llm: TorchLLM, model: str, ids: list[int], n: int, repeats: int
         return len(hf_greedy(ref, ids, k))
 
     engine_tok_s, hf_tok_s = decode_rate(ours, n, repeats), decode_rate(theirs, n, repeats)
+    model_ = llm.engine.runner.model
+    weight_gb = sum(p.numel() * p.element_size() for p in model_.parameters()) / 1e9
+    bandwidth = stream_gb_s(torch.get_num_threads())
     return {
         "greedy_match": match,
         "engine_tok_s": engine_tok_s,
         "hf_tok_s": hf_tok_s,
         "decode_vs_hf": engine_tok_s / hf_tok_s,
+        "weight_layouts": {f"{o}x{i}": v for (o, i), v in llm.engine.runner.weight_layouts.items()},
+        "weight_gb_per_token": weight_gb,
+        "stream_gb_s": bandwidth,
+        "decode_ceiling_tok_s": bandwidth / weight_gb,
+        "engine_share_of_ceiling": engine_tok_s * weight_gb / bandwidth,
+        "hf_share_of_ceiling": hf_tok_s * weight_gb / bandwidth,
     }
 
 
@@ -248,7 +274,8 @@ def main() -> None:
 
     ids = llm.encode([{"role": "user", "content": STORY}])
     report.update(bench_decode(llm, args.model, ids, n_decode, repeats))
-    print("decode", {k: report[k] for k in ("greedy_match", "engine_tok_s", "hf_tok_s")})
+    keys = ("greedy_match", "engine_tok_s", "hf_tok_s", "decode_ceiling_tok_s", "weight_layouts")
+    print("decode", {k: report[k] for k in keys})
 
     reference = fp32_answers(llm, n_decode, 2 if args.quick else 4)
     for mode in ("int8",) if args.quick else ("int8", "int8-dynamic"):
