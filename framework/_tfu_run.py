@@ -18,7 +18,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ragloom.errors import PlanError, RagloomError, RunCancelledError, ToolError
 from ragloom.plan import Task, resolve_args
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Run"]
 
 _log = logging.getLogger("ragloom.tfu")
+_Settings: TypeAlias = tuple[Tool, int, float | None, asyncio.Semaphore | None]
 
 
 class Run:
@@ -58,7 +59,7 @@ class Run:
         self.error: BaseException | None = None
         self.cancelled = False
         self.running: dict[int, asyncio.Task[None]] = {}  # task id -> its asyncio task
-        self.semaphores: dict[str, asyncio.Semaphore] = {}
+        self.tools: dict[str, _Settings] = {}  # tool name -> the tool and its call settings
 
     async def execute(self, tasks: Tasks) -> dict[int, Observation]:
         # a plan or list is added right here, so its ready tasks are all created before the
@@ -199,9 +200,41 @@ class Run:
     # --- one task -----------------------------------------------------------------------------
 
     async def _execute(self, task: Task) -> None:
+        """A started task, as its own asyncio task: the tool's attempts, then the observation.
+
+        One coroutine per task (no nested helpers): its cost is paid for every task started.
+        """
         try:
             ready = self._prepare(task)
-            obs = ready if isinstance(ready, Observation) else await self._attempts(task, *ready)
+            if isinstance(ready, Observation):
+                obs = ready
+            else:
+                (tool, attempts, timeout, limit), kwargs = ready
+                attempt = 0
+                while True:
+                    attempt += 1
+                    try:
+                        if limit is not None:
+                            await limit.acquire()
+                        try:
+                            if attempt == 1:
+                                self.trace.started(task.id)
+                                self._emit("started", task)
+                            call = self.executor.call(tool, kwargs)
+                            value = await (
+                                call if timeout is None else with_timeout(call, timeout, tool.name)
+                            )
+                        finally:
+                            if limit is not None:
+                                limit.release()
+                        obs = Observation(task.id, tool.name, kwargs, value=value, attempts=attempt)
+                        break
+                    except (Exception, asyncio.CancelledError) as exc:
+                        failed = self._failed(task, tool, kwargs, exc, attempt, attempts)
+                        if failed is not None:
+                            obs = failed
+                            break
+                    await asyncio.sleep(self.unit.retry.backoff_s * 2 ** (attempt - 1))
         except (KeyboardInterrupt, SystemExit) as exc:  # not a tool failure: run() raises it
             self.error = exc  # (re-raised here, asyncio would let it escape the event loop)
             self.finished.set()
@@ -211,58 +244,50 @@ class Run:
             del self.running[task.id]
         self.finish(obs)
 
-    def _prepare(self, task: Task) -> Observation | tuple[Tool, dict[str, Any]]:
-        """The tool and validated keyword arguments to call it with, or the task's observation
-        if it is not to be called (a join; an unknown tool; arguments that do not fit).
+    def _prepare(self, task: Task) -> Observation | tuple[_Settings, dict[str, Any]]:
+        """The tool with its call settings and the validated keyword arguments, or the task's
+        observation if it is not to be called (a join; an unknown tool; arguments that do not
+        fit).
         """
         if task.is_join:
             self.trace.started(task.id)
             return Observation(task.id, task.tool, {}, attempts=0)
         args: dict[str, Any] = task.args
         try:
-            tool = self.unit.registry.get(task.tool)
+            settings = self.tools.get(task.tool) or self._settings(task.tool)
             if task.deps:  # (without references the arguments stay as they are)
                 args = resolve_args(task, {d: self.done[d].value for d in task.deps})
-            return tool, tool.validate_args(args)
+            return settings, settings[0].validate_args(args)
         except RagloomError as exc:
             return Observation(task.id, task.tool, args, error=str(exc), attempts=0)
 
-    async def _attempts(self, task: Task, tool: Tool, kwargs: dict[str, Any]) -> Observation:
-        policy = self.unit.retry
-        attempts = tool.retries + 1 if tool.retries else policy.max_attempts
+    def _settings(self, name: str) -> _Settings:
+        """The tool called ``name``, its attempts in all, timeout and concurrency limit (looked
+        up once a run; ``ToolError`` if there is no such tool).
+        """
+        tool = self.unit.registry.get(name)
+        attempts = tool.retries + 1 if tool.retries else self.unit.retry.max_attempts
         timeout = tool.timeout if tool.timeout is not None else self.unit.default_timeout
-        limit = self._semaphore(tool)  # None without a concurrency limit
-        for attempt in range(1, attempts + 1):
-            try:
-                if limit is not None:
-                    await limit.acquire()
-                try:
-                    if attempt == 1:
-                        self.trace.started(task.id)
-                        self._emit("started", task)
-                    call = self.executor.call(tool, kwargs)
-                    value = await (
-                        call if timeout is None else with_timeout(call, timeout, tool.name)
-                    )
-                finally:
-                    if limit is not None:
-                        limit.release()
-                return Observation(task.id, tool.name, kwargs, value=value, attempts=attempt)
-            except (Exception, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
-                    raise  # the run (or its caller) is cancelling us, not the tool failing
-                error = str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
-                if attempt == attempts or not isinstance(exc, policy.retry_on):
-                    return Observation(task.id, tool.name, kwargs, error=error, attempts=attempt)
-                await asyncio.sleep(policy.backoff_s * 2 ** (attempt - 1))
-        raise AssertionError("unreachable: the last attempt always returns")
+        limit = None if tool.max_concurrency is None else asyncio.Semaphore(tool.max_concurrency)
+        settings = self.tools[name] = tool, attempts, timeout, limit
+        return settings
 
-    def _semaphore(self, tool: Tool) -> asyncio.Semaphore | None:
-        if tool.max_concurrency is None:
-            return None
-        if tool.name not in self.semaphores:
-            self.semaphores[tool.name] = asyncio.Semaphore(tool.max_concurrency)
-        return self.semaphores[tool.name]
+    def _failed(
+        self,
+        task: Task,
+        tool: Tool,
+        kwargs: dict[str, Any],
+        exc: BaseException,
+        attempt: int,
+        attempts: int,
+    ) -> Observation | None:
+        """The error observation of a failed attempt, or ``None`` if another is due."""
+        if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+            raise exc  # the run (or its caller) is cancelling us, not the tool failing
+        error = str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
+        if attempt == attempts or not isinstance(exc, self.unit.retry.retry_on):
+            return Observation(task.id, tool.name, kwargs, error=error, attempts=attempt)
+        return None
 
 
 def _being_cancelled() -> bool:

@@ -83,6 +83,7 @@ class Tool:
         self.description = description
         self.args_schema = args_schema
         self._params = tuple(args_schema.model_fields)  # (pydantic's accessor is slow)
+        self._fields = _fields_validator(args_schema)  # built here, as pydantic builds its own
         self.func = func
         self.coroutine = coroutine
         self.timeout = timeout
@@ -161,21 +162,16 @@ class Tool:
         >>> Tool.from_function(lambda q, k=3: q, name="s").validate_args({"0": "x"})
         {'q': 'x', 'k': 3}
         """
-        named = self.bind(args)
-        fast = self._fields_validator
+        named = self.bind(args) if any(map(str.isdigit, args)) else args  # (not copied)
         try:
-            if fast is not None:
-                values: dict[str, Any] = fast.validate_python(named)[0]
+            if self._fields is not None:
+                values: dict[str, Any] = self._fields.validate_python(named)[0]
                 return values
             model = self.args_schema.__pydantic_validator__.validate_python(named)
         except pydantic.ValidationError as exc:
             raise ToolError(describe_errors(exc.errors()), tool=self.name) from None
         values = model.__dict__
         return {field: values[field] for field in self._params}
-
-    @functools.cached_property
-    def _fields_validator(self) -> SchemaValidator | None:
-        return _fields_validator(self.args_schema)  # (built on first use, then kept)
 
     def bind(self, args: dict[str, Any]) -> dict[str, Any]:
         """Map positional keys (``"0"``, ``"1"``...) onto parameter names; no type checks."""
