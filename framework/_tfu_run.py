@@ -24,11 +24,11 @@ from ragloom.errors import PlanError, RagloomError, RunCancelledError, ToolError
 from ragloom.plan import Task, resolve_args
 from ragloom.tfu import Observation, TaskEvent, Tasks
 from ragloom.tools import Tool, with_timeout
+from ragloom.trace import Trace
 
 if TYPE_CHECKING:
     from ragloom.executors import Executor
     from ragloom.tfu import TaskFetchingUnit
-    from ragloom.trace import Trace
 
 __all__ = ["Run"]
 
@@ -42,11 +42,12 @@ class Run:
     def __init__(
         self,
         unit: TaskFetchingUnit,
-        trace: Trace,
+        trace: Trace | None,
         prior: dict[int, Observation],
         executor: Executor,
     ):
-        self.unit, self.trace, self.executor = unit, trace, executor
+        self.unit, self.executor = unit, executor
+        self.trace = trace if trace is not None else _UNTRACED
         self.loop = asyncio.get_running_loop()
         self.done: dict[int, Observation] = prior  # finished, including earlier runs
         self.out: dict[int, Observation] = {}  # finished in this run
@@ -288,6 +289,25 @@ class Run:
         if attempt == attempts or not isinstance(exc, self.unit.retry.retry_on):
             return Observation(task.id, tool.name, kwargs, error=error, attempts=attempt)
         return None
+
+
+class _Untraced(Trace):
+    """Records nothing: a run given no trace has no one to read its timings."""
+
+    def queued(self, task_id: int, tool: str, *, ready: bool = False) -> None:
+        pass
+
+    def ready(self, task_id: int) -> None:
+        pass
+
+    def started(self, task_id: int) -> None:
+        pass
+
+    def finished(self, obs: Observation) -> None:
+        pass
+
+
+_UNTRACED = _Untraced()
 
 
 def _being_cancelled() -> bool:

@@ -164,7 +164,7 @@ class TaskFetchingUnit:
 
         Args:
             tasks: the tasks; an async iterable is consumed while earlier tasks run.
-            trace: a trace to record timings in (a fresh one otherwise).
+            trace: a trace to record timings in (none are recorded without one).
             results: observations of tasks finished before (resume / replan): they are not
                 run again and their values feed the tasks that refer to them.
 
@@ -183,7 +183,7 @@ class TaskFetchingUnit:
             if isinstance(self.executor, str)
             else self.executor
         )
-        run = Run(self, trace if trace is not None else Trace(), dict(results or {}), executor)
+        run = Run(self, trace, dict(results or {}), executor)
         self._runs.add(run)
         try:
             return await run.execute(tasks)
