@@ -10,12 +10,16 @@ tool's time, not the scheduler's). The ratio over nominal durations is printed t
 Schedulers, all run in this process on the same DAGs:
 
 - ``ragloom``: :class:`ragloom.TaskFetchingUnit`, async tools (and, on the independent DAG,
-  sync ``time.sleep`` tools in its thread pool: ``ragloom_sync_ratio``).
+  sync ``time.sleep`` tools in its thread pool: ``ragloom_sync``, and async tools recording a
+  :class:`ragloom.Trace`, as the agent does: ``ragloom_traced``; without a trace the unit
+  records no timings).
 - ``poll10ms``: the LLMCompiler reference task-fetching unit (SqueezeAILab/LLMCompiler,
   ``TaskFetchingUnit.schedule``): every 10 ms (``SCHEDULING_INTERVAL``) scan the remaining
   tasks, ``asyncio.create_task`` those whose dependencies' ``asyncio.Event`` are all set.
 - ``asyncio_floor`` (independent DAG only): no scheduler, ``asyncio.gather`` of every call —
-  what any asyncio scheduler can at best do on this machine at this moment.
+  what any asyncio scheduler can at best do on this machine at this moment. Its runs alternate
+  with ``ragloom``'s and ``ragloom_traced``'s (a, b, c, a, b, c, ...), so that all three see
+  the same moments of a shared machine's load.
 - ``poll250ms``: the LangGraph LLMCompiler tutorial's ``schedule_tasks``: a
   ``ThreadPoolExecutor``; each task whose dependencies are not all observed is submitted as
   ``schedule_pending_task``, which checks and ``time.sleep(0.25)``s until they are. Two
@@ -25,6 +29,8 @@ Schedulers, all run in this process on the same DAGs:
 
 Fast schedulers are run 5 times per DAG and the run with the median ratio is reported (the
 250 ms poller once with ``--quick``, 3 times otherwise); timings on a shared machine are noisy.
+Each fast scheduler first runs once untimed, so that no figure includes a first call's imports
+and caches.
 
 Dispatch latency is the time from a dependency's tool returning to its dependant's tool
 starting (the last dependency, for tasks with several). The streamed case feeds a 12-task plan
@@ -48,7 +54,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from ragloom import Plan, StreamingPlanParser, Task, TaskFetchingUnit, Tool, ToolRegistry
+from ragloom import Plan, StreamingPlanParser, Task, TaskFetchingUnit, Tool, ToolRegistry, Trace
 
 Spans = dict[int, tuple[float, float]]  # task id -> (tool start, tool end), perf_counter
 
@@ -117,14 +123,15 @@ def make_naps(spans: Spans) -> tuple[Callable, Callable]:
 # --- schedulers: each returns (wall seconds, spans) ------------------------------------------
 
 
-async def run_ragloom(dag: Dag, sync: bool = False) -> tuple[float, Spans]:
+async def run_ragloom(dag: Dag, sync: bool = False, traced: bool = False) -> tuple[float, Spans]:
     spans: Spans = {}
     nap, nap_sync = make_naps(spans)
     registry = ToolRegistry([Tool.from_function(nap_sync if sync else nap, name="nap")])
     tasks = [Task(i, "nap", {"i": i, "ms": dag.ms[i]}, frozenset(d)) for i, d in dag.deps.items()]
     unit = TaskFetchingUnit(registry, max_workers=len(tasks) + 8)
+    trace = Trace() if traced else None
     start = time.perf_counter()
-    out = await unit.run(tasks)
+    out = await unit.run(tasks, trace=trace)
     wall = time.perf_counter() - start
     assert all(o.ok for o in out.values()), [o.error for o in out.values() if not o.ok][:3]
     return wall, spans
@@ -272,20 +279,28 @@ async def run_floor(dag: Dag) -> tuple[float, Spans]:
 RUNNERS: dict[str, Callable] = {
     "ragloom": lambda dag: asyncio.run(run_ragloom(dag)),
     "ragloom_sync": lambda dag: asyncio.run(run_ragloom(dag, sync=True)),
+    "ragloom_traced": lambda dag: asyncio.run(run_ragloom(dag, traced=True)),
     "poll10ms": lambda dag: asyncio.run(run_poll10ms(dag)),
     "poll250ms": run_poll250ms,
     "asyncio_floor": lambda dag: asyncio.run(run_floor(dag)),
 }
 
 
-def median_run(name: str, dag: Dag, repeats: int) -> Result:
-    """The run with the median ratio over ``repeats`` runs (dispatch latencies pooled)."""
-    runs = sorted(
-        (measure(dag, *RUNNERS[name](dag)) for _ in range(repeats)), key=lambda r: r.ratio
-    )
-    mid = runs[len(runs) // 2]
-    pooled = [x for r in runs for x in r.dispatch_ms]
-    return Result(mid.ratio, mid.ratio_nominal, mid.wall_ms, pooled)
+def median_runs(names: list[str], dag: Dag, repeats: int) -> dict[str, Result]:
+    """Per scheduler, the run with the median ratio over ``repeats`` runs (dispatch latencies
+    pooled); the schedulers' runs alternate (a, b, a, b, ...).
+    """
+    runs: dict[str, list[Result]] = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            runs[name].append(measure(dag, *RUNNERS[name](dag)))
+    medians = {}
+    for name, results in runs.items():
+        results.sort(key=lambda r: r.ratio)
+        mid = results[len(results) // 2]
+        pooled = [x for r in results for x in r.dispatch_ms]
+        medians[name] = Result(mid.ratio, mid.ratio_nominal, mid.wall_ms, pooled)
+    return medians
 
 
 def pct(values: list[float], q: int) -> float | None:
@@ -297,7 +312,7 @@ def pct(values: list[float], q: int) -> float | None:
 def row(dag: str, name: str, r: Result) -> str:
     p50 = pct(r.dispatch_ms, 50)
     return (
-        f"{dag:22} {name:13} {r.wall_ms:9.1f} {r.ratio:8.3f} {r.ratio_nominal:9.3f} "
+        f"{dag:22} {name:14} {r.wall_ms:9.1f} {r.ratio:8.3f} {r.ratio_nominal:9.3f} "
         f"{p50 if p50 is not None else '-':>9}"
     )
 
@@ -308,16 +323,22 @@ def main() -> None:
     args = parser.parse_args()
     # median of several runs for the fast schedulers; the 250 ms poller takes ~20 s a round
     repeats = {"ragloom": 5, "poll10ms": 5, "poll250ms": 1 if args.quick else 3}
-    repeats |= {"ragloom_sync": 5, "asyncio_floor": 5}
+    repeats |= {"ragloom_sync": 5, "asyncio_floor": 5, "ragloom_traced": 5}
     dags = [independent(), chain(), random_dag()]
     results: dict[str, dict[str, Result]] = {name: {} for name in repeats}
     head = ("DAG", "scheduler", "wall ms", "÷ crit.", "÷ nominal", "disp. p50")
-    print("{:22} {:13} {:>9} {:>8} {:>9} {:>9}".format(*head))
-    plan = [(dag, name) for dag in dags for name in ("ragloom", "poll10ms", "poll250ms")]
-    plan += [(dags[0], "ragloom_sync"), (dags[0], "asyncio_floor")]
-    for dag, name in plan:
-        r = results[name][dag.name] = median_run(name, dag, repeats[name])
-        print(row(dag.name, name, r))
+    print("{:22} {:14} {:>9} {:>8} {:>9} {:>9}".format(*head))
+    # on the independent DAG, ragloom's runs alternate with the floor's (same load moments)
+    for name in ("ragloom", "ragloom_traced", "asyncio_floor", "poll10ms"):
+        RUNNERS[name](dags[0])  # warm-up, untimed
+    plan = [(dags[0], ["ragloom", "ragloom_traced", "asyncio_floor"])]
+    plan += [(dags[0], ["poll10ms"]), (dags[0], ["poll250ms"])]
+    plan += [(dag, [name]) for dag in dags[1:] for name in ("ragloom", "poll10ms", "poll250ms")]
+    plan += [(dags[0], ["ragloom_sync"])]
+    for dag, names in plan:
+        for name, r in median_runs(names, dag, repeats[names[0]]).items():
+            results[name][dag.name] = r
+            print(row(dag.name, name, r))
     stream = asyncio.run(streamed_plan())
     print(
         f"streamed plan: first task started at {stream['first_task_start_ms']} ms, "
@@ -337,6 +358,8 @@ def summary(results: dict[str, dict[str, Result]], stream: dict, repeats: dict) 
         "ragloom_ratio_max": worst("ragloom"),
         "poll10ms_ratio_max": worst("poll10ms"),
         "poll250ms_ratio_max": worst("poll250ms"),
+        "asyncio_floor_ratio": worst("asyncio_floor"),  # (independent DAG only)
+        "ragloom_traced_ratio": worst("ragloom_traced"),  # (independent DAG only)
         "dispatch_ms_p50": dispatch("ragloom", 50),
         "dispatch_ms_p90": dispatch("ragloom", 90),
         "poll10ms_dispatch_ms_p50": dispatch("poll10ms", 50),
