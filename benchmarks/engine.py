@@ -123,19 +123,46 @@ def bench_ttft(llm: TorchLLM, repeats: int) -> dict[str, Any]:
     }
 
 
-def decode_rate(generate_n: Callable[[int], int], n: int, repeats: int) -> float:
-    """Decode tokens/s: (n - 1) tokens in the time of n tokens minus the time of one.
+def decode_rates(
+    backends: dict[str, Callable[[int], int]], n: int, repeats: int
+) -> dict[str, float]:
+    """Decode tokens/s of each backend: (n - 1) tokens in the time of n minus the time of one.
 
     A first untimed call puts the prompt in the backend's prefix cache (where it has one), so
-    that both timed calls find it there and the difference is decoding alone.
+    that both timed calls find it there and the difference is decoding alone. The backends take
+    turns within each repeat, so a change in the machine's load hits them alike.
     """
-    generate_n(1)
-    rates = []
+    rates: dict[str, list[float]] = {name: [] for name in backends}
+    for generate_n in backends.values():
+        generate_n(1)
     for _ in range(repeats):
-        t1, _ = timed(lambda: generate_n(1))
-        tn, made = timed(lambda: generate_n(n))
-        rates.append((made - 1) / max(tn - t1, 1e-9))
-    return statistics.median(rates)
+        for name, generate_n in backends.items():
+            t1, _ = timed(partial(generate_n, 1))
+            tn, made = timed(partial(generate_n, n))
+            rates[name].append((made - 1) / max(tn - t1, 1e-9))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def decode_rate(generate_n: Callable[[int], int], n: int, repeats: int) -> float:
+    """:func:`decode_rates` of one backend."""
+    return decode_rates({"one": generate_n}, n, repeats)["one"]
+
+
+def streamed_weight_gb(model: torch.nn.Module) -> float:
+    """Bytes of the weights one decode step reads: all but an untied embedding table (a decode
+    step reads one row of it)."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    params = {id(p): p for p in model.parameters()}
+    used = {
+        id(p)
+        for m in model.modules()
+        if not isinstance(m, torch.nn.Embedding)
+        for p in m.parameters(recurse=False)
+    }
+    return (
+        sum(p.numel() * p.element_size() for i, p in params.items() if i not in tables or i in used)
+        / 1e9
+    )
 
 
 def engine_tokens(llm: TorchLLM, ids: list[int], n: int) -> list[int]:
@@ -232,9 +259,9 @@ def bench_decode(llm: TorchLLM, model: str, ids: list[int], n: int, repeats: int
     def theirs(k: int) -> int:
         return len(hf_greedy(ref, ids, k))
 
-    engine_tok_s, hf_tok_s = decode_rate(ours, n, repeats), decode_rate(theirs, n, repeats)
-    model_ = llm.engine.runner.model
-    weight_gb = sum(p.numel() * p.element_size() for p in model_.parameters()) / 1e9
+    rates = decode_rates({"engine": ours, "hf": theirs}, n, repeats)
+    engine_tok_s, hf_tok_s = rates["engine"], rates["hf"]
+    weight_gb = streamed_weight_gb(llm.engine.runner.model)
     bandwidth = stream_gb_s(torch.get_num_threads())
     return {
         "greedy_match": match,

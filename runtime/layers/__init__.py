@@ -1,6 +1,6 @@
 """ragloom.runtime.layers: one module per layer of the embedded engine's models (RMSNorm,
-rotary, paged attention, linear (transposed layout, int8), embedding/LM head, activation). Torch is imported on
-first use of a name."""
+rotary, paged attention, linear (transposed layout, int8), embedding/LM head, activation).
+Torch is imported on first use of a name."""
 
 from __future__ import annotations
 

@@ -39,11 +39,16 @@ class RotaryEmbedding(nn.Module):
         self.sin: torch.Tensor
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
+        self._step: tuple[torch.Tensor, torch.dtype, torch.Tensor, torch.Tensor] | None = None
 
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate ``q`` [tokens, heads, dim] and ``k`` [tokens, kv_heads, dim]."""
-        cos = self.cos[positions].unsqueeze(1).to(q.dtype)
-        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
+        step = self._step  # every layer of a step passes the same positions: gather once
+        if step is None or step[0] is not positions or step[1] is not q.dtype:
+            cos = self.cos[positions].unsqueeze(1).to(q.dtype)
+            sin = self.sin[positions].unsqueeze(1).to(q.dtype)
+            step = self._step = (positions, q.dtype, cos, sin)
+        cos, sin = step[2], step[3]
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
