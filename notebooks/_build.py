@@ -706,6 +706,17 @@ hits = sum(c.cached_tokens for c in meter.completions)
 lines.append(f"| **all** | **{total}** | **{hits}** | **{hits / max(total, 1):.0%}** |")
 display(Markdown("\\n".join(lines)))"""),
     md("""
+The backend keeps the same totals itself: `prefix_cache_stats()` (every backend has it;
+`reset_prefix_cache()` above emptied the cache and zeroed the counts) needs no wrapper and
+counts streamed calls too. Here it must agree with the meter's per-call sums.
+"""),
+    code("""
+own = llm.prefix_cache_stats()
+print(own)
+assert (own.prompt_tokens, own.cached_tokens) == (total, hits)
+print(f"{own.requests} prompts, {own.hit_rate:.0%} of their tokens from the cache, "
+      f"{own.entries} saved prefix states ({(own.nbytes or 0) / 2**20:.1f} MiB)")"""),
+    md("""
 Calls alternate plan, join, plan, join... The first plan and the first joiner call run
 cold: their prompts share nothing. From the second question on, each plan finds the
 planner's system prompt, tool list and examples in the cache, and each joiner call the
