@@ -34,6 +34,10 @@ class EngineConfig:
             layout that runs a one-row decode product faster on this CPU, timed at load),
             ``"row"`` (``[out, in]``, as ``nn.Linear``) or ``"transposed"`` (``[in, out]``).
             Quantised layers keep their own format.
+        batch_weight_copy: also keep a oneDNN-packed copy of each float weight shape whose
+            multi-row products (batched decodes, prefill chunks) it runs at least 1.25x faster
+            (timed at load). Faster continuous batching for up to twice the memory of those
+            weights; False keeps one copy of every weight.
 
     >>> EngineConfig(block_size=16, kv_cache_tokens=4096).num_kv_blocks
     256
@@ -48,6 +52,7 @@ class EngineConfig:
     quantization: Literal["none", "int8", "int8-dynamic"] = "none"
     num_threads: int | None = None
     weight_layout: Literal["auto", "row", "transposed"] = "auto"
+    batch_weight_copy: bool = True
 
     def __post_init__(self) -> None:
         for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "max_num_batched_tokens"):

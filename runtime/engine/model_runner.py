@@ -69,7 +69,9 @@ class ModelRunner:
         self.block_size = config.block_size
         dtype = getattr(torch, config.dtype)
         self.model = quantize_linears(model.to(dtype), config.quantization)
-        self.weight_layouts = choose_weight_layouts(self.model, config.weight_layout)
+        self.weight_layouts = choose_weight_layouts(
+            self.model, config.weight_layout, batch_copy=config.batch_weight_copy
+        )
         cfg = model.config
         self.vocab_size = cfg.vocab_size
         shape = (cfg.num_layers, 2, config.num_kv_blocks * config.block_size)

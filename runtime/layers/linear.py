@@ -12,6 +12,12 @@ measured here MKL streams a wide ``[in, out]`` weight (gate/up, the 150k-row LM 
 twice the bandwidth of the same weight ``[out, in]``. Both layouts compute the same float32
 products (only the summation order differs); prefill GEMMs run as fast in either.
 
+Steps of several rows (a batch of decodes, a prefill chunk) are another matter: there a weight
+packed by oneDNN for an 8-row product ran 1.3-2x faster than either layout. With
+``batch_copy=True`` a shape whose packed copy is at least 1.25x faster on 8 rows keeps one
+(:class:`BatchPackedLinear`: one-row steps use the layout, others the packed copy), at the cost
+of a second copy of that weight in memory.
+
 ``quantize_linears`` swaps every ``nn.Linear`` (the LM head included) for one of:
 
 - ``"int8"`` — weight-only int8 (:class:`Int8Linear`): int8 weights with one scale per output
@@ -37,6 +43,7 @@ from torch import nn
 from ragloom.errors import ConfigError
 
 __all__ = [
+    "BatchPackedLinear",
     "Int8Linear",
     "Quantization",
     "TransposedEmbedding",
@@ -174,8 +181,52 @@ class TransposedEmbedding(nn.Module):
         return table.index_select(1, input_ids.flatten()).t().contiguous()
 
 
+class BatchPackedLinear(nn.Module):
+    """A linear layer with a second, oneDNN-packed copy of its weight for multi-row products.
+
+    Args:
+        one_row: the layer that runs one-row products (``nn.Linear`` or
+            :class:`TransposedLinear`); it keeps its weight and bias.
+        batch_rows: the row count the packed copy is tuned for.
+
+    Raises:
+        ConfigError: torch was built without oneDNN.
+
+    >>> layer = nn.Linear(16, 8)
+    >>> x = torch.randn(4, 16)
+    >>> torch.allclose(BatchPackedLinear(layer)(x), layer(x), atol=1e-5)
+    True
+    """
+
+    def __init__(self, one_row: nn.Linear | TransposedLinear, batch_rows: int = 8) -> None:
+        super().__init__()
+        if not torch.backends.mkldnn.is_available():
+            raise ConfigError("BatchPackedLinear needs torch built with oneDNN (mkldnn)")
+        self.one_row: nn.Linear | TransposedLinear = one_row
+        self.in_features, self.out_features = one_row.in_features, one_row.out_features
+        weight = _row_weight(one_row)
+        # an opaque oneDNN tensor: a plain attribute, not a parameter (no state_dict, no .to)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + b``: one row through ``one_row``, more through the packed copy."""
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] == 1:
+            return self.one_row(x)
+        bias = self.one_row.bias
+        out = torch.ops.mkldnn._linear_pointwise(rows, self.packed, bias, "none", [], "")
+        return out.reshape(*x.shape[:-1], self.out_features)  # type: ignore[no-any-return]
+
+
+def _row_weight(layer: nn.Linear | TransposedLinear) -> torch.Tensor:
+    """``layer``'s weight as ``[out, in]`` (a view for a transposed layer)."""
+    if isinstance(layer, TransposedLinear):
+        return layer.weight_t.detach().t()
+    return layer.weight.detach()
+
+
 def choose_weight_layouts(
-    model: nn.Module, layout: WeightLayout = "auto", rows: int = 1
+    model: nn.Module, layout: WeightLayout = "auto", rows: int = 1, batch_copy: bool = False
 ) -> dict[tuple[int, int], str]:
     """Store every ``nn.Linear`` of ``model`` in the faster layout for ``rows``-row products.
 
@@ -215,6 +266,15 @@ def choose_weight_layouts(
             new = swapped.setdefault(id(child.weight), TransposedLinear(child))
             setattr(parent, name, new)
             _retie_embeddings(model, child.weight, new)
+    if batch_copy and torch.backends.mkldnn.is_available():
+        for shape, layers in by_shape.items():
+            if _packed_is_faster(layers, chosen[shape]):
+                chosen[shape] += "+packed"
+        for parent, name, _ in owners:
+            one_row = getattr(parent, name)
+            shape = (int(one_row.out_features), int(one_row.in_features))
+            if chosen[shape].endswith("+packed"):
+                setattr(parent, name, BatchPackedLinear(one_row))
     return chosen
 
 
@@ -228,11 +288,7 @@ def _retie_embeddings(model: nn.Module, weight: torch.Tensor, head: TransposedLi
 @torch.inference_mode()
 def _faster_layout(layers: list[nn.Linear], rows: int, min_bytes: int = 64 << 20) -> str:
     """Time ``rows``-row products through ``layers`` in both layouts; the faster one's name."""
-    weights: list[torch.Tensor] = []
-    for layer in layers:  # enough distinct weights that they do not stay in the CPU cache
-        weights.append(layer.weight.detach())
-        if sum(w.numel() * w.element_size() for w in weights) >= min_bytes:
-            break
+    weights = _sample(layers, min_bytes)
     passes = 1 if len(weights) < len(layers) or len(weights) == 1 else 2
     transposed = [w.t().contiguous() for w in weights]
     x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype)
@@ -249,3 +305,35 @@ def _faster_layout(layers: list[nn.Linear], rows: int, min_bytes: int = 64 << 20
             best[name] = min(best[name], time.perf_counter() - start)
     # row unless transposed is clearly faster: timing noise must not flip a near tie
     return "transposed" if best["transposed"] < 0.9 * best["row"] else "row"
+
+
+@torch.inference_mode()
+def _packed_is_faster(layers: list[nn.Linear], layout: str, rows: int = 8) -> bool:
+    """Whether a oneDNN-packed copy runs ``rows``-row products 1.25x faster than ``layout``."""
+    weights = _sample(layers)
+    plain = [w.t().contiguous() for w in weights] if layout == "transposed" else weights
+    packed = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in weights]
+    x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype)
+    best = {"plain": float("inf"), "packed": float("inf")}
+    for _ in range(3):
+        for name in best:
+            start = time.perf_counter()
+            for w, p in zip(plain, packed, strict=True):
+                if name == "packed":
+                    torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
+                elif layout == "transposed":
+                    torch.mm(x, w)
+                else:
+                    torch.nn.functional.linear(x, w)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best["packed"] * 1.25 < best["plain"]
+
+
+def _sample(layers: list[nn.Linear], min_bytes: int = 64 << 20) -> list[torch.Tensor]:
+    """Weights of enough of ``layers`` that, streamed in turn, they do not stay in the cache."""
+    weights: list[torch.Tensor] = []
+    for layer in layers:
+        weights.append(layer.weight.detach())
+        if sum(w.numel() * w.element_size() for w in weights) >= min_bytes:
+            break
+    return weights

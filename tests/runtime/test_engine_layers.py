@@ -9,6 +9,7 @@ from torch import nn
 from ragloom.errors import ConfigError
 from ragloom.runtime.engine.sampler import top_p_filter
 from ragloom.runtime.layers.linear import (
+    BatchPackedLinear,
     Int8Linear,
     TransposedEmbedding,
     TransposedLinear,
@@ -91,3 +92,33 @@ def test_row_layout_keeps_the_model_and_auto_picks_a_layout_per_shape():
     assert set(chosen) == {(16, 16), (50, 16)} and set(chosen.values()) <= {"row", "transposed"}
     with pytest.raises(ConfigError, match="weight_layout"):
         choose_weight_layouts(model, "column")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_batch_packed_linear_equals_its_layer_for_one_and_many_rows(transposed):
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 96)  # with a bias
+    one_row = TransposedLinear(layer) if transposed else layer
+    packed = BatchPackedLinear(one_row)
+    for rows in (1, 3, 8, 40):
+        x = torch.randn(rows, 64)
+        assert torch.allclose(packed(x), layer(x), atol=1e-4)
+    x = torch.randn(2, 5, 64)  # leading dimensions are kept
+    assert torch.allclose(packed(x), layer(x), atol=1e-4) and packed(x).shape == (2, 5, 96)
+
+
+def test_batch_copy_wraps_exactly_the_shapes_it_reports(monkeypatch):
+    monkeypatch.setattr(
+        "ragloom.runtime.layers.linear._packed_is_faster", lambda layers, layout: layout == "row"
+    )
+    model = _Tied()
+    ids = torch.tensor([1, 2, 3])
+    want = model(ids)
+    chosen = choose_weight_layouts(model, "row", batch_copy=True)
+    assert chosen == {(16, 16): "row+packed", (50, 16): "row+packed"}
+    assert isinstance(model.mid, BatchPackedLinear) and isinstance(model.head, BatchPackedLinear)
+    assert model.embed.weight is model.head.one_row.weight  # still tied
+    assert torch.allclose(model(ids), want, atol=1e-5)
+    assert set(choose_weight_layouts(_Tied(), "transposed", batch_copy=True).values()) == {
+        "transposed"
+    }

@@ -50,10 +50,14 @@ def engine_greedy(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]
     return [s.completion_token_ids for s in engine.generate(prompts, params)]
 
 
-@pytest.mark.parametrize("layout", ["row", "transposed"])
-def test_smollm2_engine_matches_transformers_for_32_greedy_tokens(layout):
+@pytest.mark.parametrize("layout", ["row", "transposed", "transposed+packed"])
+def test_smollm2_engine_matches_transformers_for_32_greedy_tokens(layout, monkeypatch):
+    if layout.endswith("+packed"):  # every shape keeps a oneDNN copy for multi-row steps
+        monkeypatch.setattr("ragloom.runtime.layers.linear._packed_is_faster", lambda *a: True)
     prompts = [chat_ids(q) for q in PROMPTS]
-    config = EngineConfig(num_threads=1, weight_layout=layout)
+    config = EngineConfig(
+        num_threads=1, weight_layout=layout.split("+")[0], batch_weight_copy="+" in layout
+    )
     engine = LLMEngine(load_gguf(resolve_model(SMOL)), config)
     got = engine_greedy(engine, prompts)  # one batch: paged, mixed lengths
     want = [hf_greedy(hf_smol(), p, NUM_TOKENS) for p in prompts]
