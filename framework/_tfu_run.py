@@ -63,14 +63,14 @@ class Run:
         self.tools: dict[str, _Settings] = {}  # tool name -> the tool and its call settings
 
     async def execute(self, tasks: Tasks) -> dict[int, Observation]:
-        # a plan or list is added right here, so its ready tasks are all created before the
-        # first await; only an async stream needs a task of its own
         feeder = None
-        if isinstance(tasks, AsyncIterable):
-            feeder = asyncio.ensure_future(self._consume(tasks))
-        else:
-            self._consume_now(tasks)
         try:
+            # a plan or list is added right here, so its ready tasks are all created before
+            # the first await; only an async stream needs a task of its own
+            if isinstance(tasks, AsyncIterable):
+                feeder = asyncio.ensure_future(self._consume(tasks))
+            else:
+                self._consume_now(tasks)
             await self.finished.wait()
             if self.cancelled:
                 raise RunCancelledError("the run was cancelled")

@@ -163,6 +163,23 @@ async def test_per_tool_concurrency_limit_is_respected() -> None:
     assert state["peak"] == 2
 
 
+async def test_failed_and_timed_out_calls_give_back_their_concurrency_slot() -> None:
+    @tool(max_concurrency=1, retries=1, timeout=0.05)
+    async def gated(i: int) -> int:
+        """One at a time; 1 fails, 2 hangs."""
+        if i == 1:
+            raise ConnectionError("down")
+        if i == 2:
+            await asyncio.Event().wait()
+        return i
+
+    tasks = [Task(i, "gated", {"i": i}) for i in (1, 2, 3)]
+    out = await asyncio.wait_for(TaskFetchingUnit(registry(gated)).run(tasks), 5)
+    assert out[1].error == "ConnectionError: down" and out[1].attempts == 2
+    assert out[2].error == "tool 'gated': timed out after 0.05 s" and out[2].attempts == 2
+    assert out[3].value == 3  # a slot kept by a failed attempt would leave it waiting
+
+
 async def test_sync_tools_run_in_parallel_threads() -> None:
     barrier = threading.Barrier(12, timeout=10)  # breaks if the pool serializes the calls
 
