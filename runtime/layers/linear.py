@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -286,23 +287,18 @@ def _retie_embeddings(model: nn.Module, weight: torch.Tensor, head: TransposedLi
 
 
 @torch.inference_mode()
-def _faster_layout(layers: list[nn.Linear], rows: int, min_bytes: int = 64 << 20) -> str:
+def _faster_layout(layers: list[nn.Linear], rows: int) -> str:
     """Time ``rows``-row products through ``layers`` in both layouts; the faster one's name."""
-    weights = _sample(layers, min_bytes)
-    passes = 1 if len(weights) < len(layers) or len(weights) == 1 else 2
+    weights = _sample(layers)
     transposed = [w.t().contiguous() for w in weights]
     x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype)
-    best = {"row": float("inf"), "transposed": float("inf")}
-    for _ in range(3):
-        for name, group in (("row", weights), ("transposed", transposed)):
-            start = time.perf_counter()
-            for _ in range(passes):
-                for w in group:
-                    if name == "row":
-                        torch.nn.functional.linear(x, w)
-                    else:
-                        torch.mm(x, w)
-            best[name] = min(best[name], time.perf_counter() - start)
+    best = _race(
+        {
+            "row": lambda: [torch.nn.functional.linear(x, w) for w in weights],
+            "transposed": lambda: [torch.mm(x, w) for w in transposed],
+        },
+        sum(w.numel() * w.element_size() for w in weights),
+    )
     # row unless transposed is clearly faster: timing noise must not flip a near tie
     return "transposed" if best["transposed"] < 0.9 * best["row"] else "row"
 
@@ -311,22 +307,40 @@ def _faster_layout(layers: list[nn.Linear], rows: int, min_bytes: int = 64 << 20
 def _packed_is_faster(layers: list[nn.Linear], layout: str, rows: int = 8) -> bool:
     """Whether a oneDNN-packed copy runs ``rows``-row products 1.25x faster than ``layout``."""
     weights = _sample(layers)
-    plain = [w.t().contiguous() for w in weights] if layout == "transposed" else weights
-    packed = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in weights]
     x = torch.randn(rows, weights[0].shape[1], dtype=weights[0].dtype)
-    best = {"plain": float("inf"), "packed": float("inf")}
-    for _ in range(3):
-        for name in best:
-            start = time.perf_counter()
-            for w, p in zip(plain, packed, strict=True):
-                if name == "packed":
-                    torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
-                elif layout == "transposed":
-                    torch.mm(x, w)
-                else:
-                    torch.nn.functional.linear(x, w)
-            best[name] = min(best[name], time.perf_counter() - start)
+    packed = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in weights]
+    transposed = [w.t().contiguous() for w in weights] if layout == "transposed" else []
+    best = _race(
+        {
+            "plain": lambda: (
+                [torch.mm(x, w) for w in transposed]
+                if transposed
+                else [torch.nn.functional.linear(x, w) for w in weights]
+            ),
+            "packed": lambda: [
+                torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "") for p in packed
+            ],
+        },
+        sum(w.numel() * w.element_size() for w in weights),
+    )
     return best["packed"] * 1.25 < best["plain"]
+
+
+def _race(
+    runs: dict[str, Callable[[], object]], nbytes: int, rounds: int = 5, min_bytes: int = 256 << 20
+) -> dict[str, float]:
+    """Best time of each run over ``rounds`` rounds that take turns (so a burst of load on a
+    shared CPU hits them alike); a round repeats a run until it has read ``min_bytes``, so no
+    timing is shorter than a scheduler tick."""
+    repeat = min(64, max(1, -(-min_bytes // nbytes)))
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for _ in range(repeat):
+                run()
+            best[name] = min(best[name], (time.perf_counter() - start) / repeat)
+    return best
 
 
 def _sample(layers: list[nn.Linear], min_bytes: int = 64 << 20) -> list[torch.Tensor]:
