@@ -48,6 +48,7 @@ class Run:
     ):
         self.unit, self.executor = unit, executor
         self.trace = trace if trace is not None else _UNTRACED
+        self.traced = trace is not None  # (the hot paths skip even the untraced calls)
         self.loop = asyncio.get_running_loop()
         self.done: dict[int, Observation] = prior  # finished, including earlier runs
         self.out: dict[int, Observation] = {}  # finished in this run
@@ -129,8 +130,10 @@ class Run:
             raise PlanError(f"task id {task.id} is used twice", task_id=task.id)
         self.arrived[task.id] = task
         if not task.deps and not task.is_join:  # fast path: ready on arrival
-            self.trace.queued(task.id, task.tool, ready=True)
-            self._emit("queued", task)
+            if self.traced:
+                self.trace.queued(task.id, task.tool, ready=True)
+            if self.unit.on_event is not None:
+                self._emit("queued", task)
             self._start(task)
             return
         deps = set(task.deps)
@@ -219,8 +222,10 @@ class Run:
                             await limit.acquire()
                         try:
                             if attempt == 1:
-                                self.trace.started(task.id)
-                                self._emit("started", task)
+                                if self.traced:
+                                    self.trace.started(task.id)
+                                if self.unit.on_event is not None:
+                                    self._emit("started", task)
                             call = self.executor.call(tool, kwargs)
                             value = await (
                                 call if timeout is None else with_timeout(call, timeout, tool.name)
