@@ -21,7 +21,7 @@ from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ragloom.errors import PlanError, RagloomError, RunCancelledError, ToolError
-from ragloom.plan import Task, resolve_args
+from ragloom.plan import JOIN, Task, resolve_args
 from ragloom.tfu import Observation, TaskEvent, Tasks
 from ragloom.tools import Tool, with_timeout
 from ragloom.trace import Trace
@@ -129,7 +129,7 @@ class Run:
         if task.id in self.arrived or task.id in self.done:
             raise PlanError(f"task id {task.id} is used twice", task_id=task.id)
         self.arrived[task.id] = task
-        if not task.deps and not task.is_join:  # fast path: ready on arrival
+        if not task.deps and task.tool != JOIN:  # fast path: ready on arrival
             if self.traced:
                 self.trace.queued(task.id, task.tool, ready=True)
             if self.unit.on_event is not None:
@@ -255,7 +255,7 @@ class Run:
         observation if it is not to be called (a join; an unknown tool; arguments that do not
         fit).
         """
-        if task.is_join:
+        if task.tool == JOIN:
             self.trace.started(task.id)
             return Observation(task.id, task.tool, {}, attempts=0)
         args: dict[str, Any] = task.args
