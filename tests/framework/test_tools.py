@@ -78,8 +78,21 @@ class Capped(pydantic.BaseModel):
         return self
 
 
+class Doubled(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    x: int
+
+    def __init__(self, **data: object) -> None:
+        super().__init__(**data)
+        self.x *= 2
+
+
 def _capped() -> Tool:
     return Tool("capped", "x times factor (at most 10)", Capped, func=lambda x, factor: x * factor)
+
+
+def _doubled() -> Tool:
+    return Tool("doubled", "2x, by its schema's own __init__", Doubled, func=lambda x: x)
 
 
 @pytest.mark.parametrize(
@@ -93,6 +106,7 @@ def _capped() -> Tool:
         (lambda: Tool.from_function(norm), {"p": {"x": 3}}),
         (_capped, {"x": 1, "factor": 50}),
         (_capped, {"x": "1"}),
+        (_doubled, {"x": 4}),
     ],
 )
 def test_validate_args_agrees_with_the_pydantic_model(make, args: dict) -> None:
