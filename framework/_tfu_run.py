@@ -264,8 +264,9 @@ class Run:
             if task.deps:  # (without references the arguments stay as they are)
                 args = resolve_args(task, {d: self.done[d].value for d in task.deps})
             return settings, settings[0].validate_args(args)
-        except RagloomError as exc:
-            return Observation(task.id, task.tool, args, error=str(exc), attempts=0)
+        except Exception as exc:  # (not only RagloomError: a task left unfinished hangs the run)
+            error = str(exc) if isinstance(exc, RagloomError) else f"{type(exc).__name__}: {exc}"
+            return Observation(task.id, task.tool, args, error=error, attempts=0)
 
     def _settings(self, name: str) -> _Settings:
         """The tool called ``name``, its attempts in all, timeout and concurrency limit (looked

@@ -93,6 +93,11 @@ async def test_bad_arguments_at_run_time_are_error_observations() -> None:
     assert "unknown tool 'nope'" in out[3].error
 
 
+async def test_arguments_that_break_validation_are_an_error_not_a_hang() -> None:
+    out = await asyncio.wait_for(TaskFetchingUnit(registry()).run([Task(1, "echo", {1: "x"})]), 5)
+    assert out[1].error.startswith("TypeError") and out[1].attempts == 0
+
+
 async def test_hanging_tools_time_out() -> None:
     release = threading.Event()
 
