@@ -19,11 +19,16 @@
 Every backend uses the same number of threads (``--threads``; default: idle cores). The CPU may
 be shared, so timings are medians of a few repeats; ratios are measured in the same run.
 
-Measured here (Qwen2.5-Coder-0.5B, 1 thread on 2 cores shared with six other jobs, full run):
-TTFT 29.2 s cold -> 1.63 s cached (18x); greedy_match true; decode float32 6.2 tok/s vs HF 6.0
-(1.04x), int8 weight-only 7.8 tok/s (1.3x; 0.69 greedy prefix agreement, -0.002 log-prob per
-token), torch.ao dynamic int8 12.4 tok/s (0.06 agreement, -0.11), llama.cpp 18.7 tok/s;
-8 concurrent requests 3.1x the throughput of sequential; peak RSS 7.7 GB (engine alone 2.9 GB).
+Measured here (Qwen2.5-Coder-0.5B, ``--threads 1`` on 2 cores shared with another job, full
+run, 2026-11-29): TTFT 12.9 s cold -> 0.58 s cached (22x); greedy_match true; decode float32
+9.58 tok/s vs HF 7.98 (1.20x). The float32 memory-bandwidth ceiling (1.98 GB of weights per
+token at the 23.8 GB/s this CPU streams) is 12.0 tok/s: the engine runs at 80% of it, HF at
+66%, so 2x HF at equal dtype would need 1.3x the ceiling. int8 weight-only 9.9 tok/s (1.24x HF;
+0.45 greedy prefix agreement, -0.003 log-prob per token), torch.ao dynamic int8 16.1 tok/s (2.0x
+HF; 0.15 agreement, -0.16), llama.cpp Q4_K_M 24.2 tok/s; 8 concurrent requests 3.05x the
+throughput of sequential (20.0 vs 6.6 tok/s, with the oneDNN-packed weight copies; 2.2x
+without them); RSS of the engine alone 6.1 GB (float32 weights, their packed copies, KV cache),
+peak 11.0 GB with HF, int8 engines and llama.cpp loaded too.
 
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.
