@@ -122,3 +122,13 @@ def test_batch_copy_wraps_exactly_the_shapes_it_reports(monkeypatch):
     assert set(choose_weight_layouts(_Tied(), "transposed", batch_copy=True).values()) == {
         "transposed"
     }
+
+
+def test_bfloat16_weights_get_a_layout_even_where_onednn_cannot_pack_them():
+    torch.manual_seed(0)  # oneDNN packs bfloat16 only on AVX-512/AVX-NE-CONVERT CPUs
+    model = nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 256)).bfloat16()
+    x = torch.randn(4, 256, dtype=torch.bfloat16)
+    want = model(x).float()
+    chosen = choose_weight_layouts(model, "auto", batch_copy=True)
+    assert set(chosen) == {(1024, 256), (256, 1024)}
+    assert (model(x).float() - want).abs().max() < 0.05 * want.abs().max()
