@@ -249,33 +249,33 @@ def choose_weight_layouts(
     if layout not in ("auto", "row", "transposed"):
         raise ConfigError(f"weight_layout must be 'auto', 'row' or 'transposed', got {layout!r}")
     owners = [
-        (parent, name, child)
+        (parent, name)
         for parent in model.modules()
         for name, child in parent.named_children()
         if type(child) is nn.Linear
     ]
     by_shape: dict[tuple[int, int], list[nn.Linear]] = {}
-    for _, _, child in owners:
-        by_shape.setdefault(tuple(child.weight.shape), []).append(child)  # type: ignore[arg-type]
+    for parent, name in owners:
+        layer = getattr(parent, name)
+        by_shape.setdefault((layer.out_features, layer.in_features), []).append(layer)
     chosen = {
         shape: layout if layout != "auto" else _faster_layout(layers, rows)
         for shape, layers in by_shape.items()
     }
-    swapped: dict[int, TransposedLinear] = {}
-    for parent, name, child in owners:
-        if chosen[tuple(child.weight.shape)] == "transposed":  # type: ignore[index]
-            new = swapped.setdefault(id(child.weight), TransposedLinear(child))
-            setattr(parent, name, new)
-            _retie_embeddings(model, child.weight, new)
     if batch_copy and torch.backends.mkldnn.is_available():
         for shape, layers in by_shape.items():
             if _packed_is_faster(layers, chosen[shape]):
                 chosen[shape] += "+packed"
-        for parent, name, _ in owners:
-            one_row = getattr(parent, name)
-            shape = (int(one_row.out_features), int(one_row.in_features))
-            if chosen[shape].endswith("+packed"):
-                setattr(parent, name, BatchPackedLinear(one_row))
+    del by_shape  # from here each swap frees the weight it replaces: one layer's worth at most
+    while owners:
+        parent, name = owners.pop()
+        child = getattr(parent, name)
+        kind = chosen[(child.out_features, child.in_features)]
+        one_row: nn.Linear | TransposedLinear = child
+        if kind.startswith("transposed"):
+            one_row = TransposedLinear(child)
+            _retie_embeddings(model, child.weight, one_row)
+        setattr(parent, name, BatchPackedLinear(one_row) if kind.endswith("+packed") else one_row)
     return chosen
 
 

@@ -37,7 +37,8 @@ def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
 
 
 def hf_reference(loaded: LoadedModel) -> Any:
-    """A float32 transformers model with ``loaded``'s weights (call before quantising it)."""
+    """A float32 transformers model with ``loaded``'s weights (call before an engine takes the
+    model: the engine quantises it and re-lays its weights in place)."""
     import transformers
 
     cfg = loaded.config
