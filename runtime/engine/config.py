@@ -28,7 +28,8 @@ class EngineConfig:
             capped at ``kv_cache_tokens``.
         dtype: ``"float32"`` (exact dequantised weights) or ``"bfloat16"``.
         quantization: ``"none"``, ``"int8"`` (weight-only int8 linear layers, bfloat16
-            activations) or ``"int8-dynamic"`` (torch.ao dynamic int8); float32 models only.
+            activations, the LM head kept float32) or ``"int8-dynamic"`` (torch.ao dynamic
+            int8, every linear layer); float32 models only.
         num_threads: torch CPU threads; None uses the cores that other processes leave idle.
         weight_layout: how float linear weights are stored — ``"auto"`` (per shape, the
             layout that runs a one-row decode product faster on this CPU, timed at load),

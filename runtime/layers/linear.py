@@ -18,17 +18,24 @@ packed by oneDNN for an 8-row product ran 1.3-2x faster than either layout. With
 (:class:`BatchPackedLinear`: one-row steps use the layout, others the packed copy), at the cost
 of a second copy of that weight in memory.
 
-``quantize_linears`` swaps every ``nn.Linear`` (the LM head included) for one of:
+``quantize_linears`` swaps the ``nn.Linear`` layers for one of:
 
-- ``"int8"`` — weight-only int8 (:class:`Int8Linear`): int8 weights with one scale per output
-  channel, activations kept in bfloat16. Decode steps (few rows) run torch's
-  ``_weight_int8pack_mm`` kernel, which streams a quarter of the float32 weight bytes; longer
-  prefill chunks dequantise the weight to bfloat16 once per call and use a bfloat16 GEMM.
-- ``"int8-dynamic"`` — ``torch.ao``'s dynamic quantisation (int8 weights per channel *and*
-  activations quantised per tensor on the fly, fbgemm GEMM). Fastest, but activation outliers
-  (Qwen2.5 has large ones) cost accuracy; measured in ``benchmarks/engine.py``.
+- ``"int8"`` — weight-only int8 (:class:`Int8Linear`) for every layer but the LM head: int8
+  weights with one scale per output channel, activations kept in bfloat16. Decode steps (few
+  rows) run torch's ``_weight_int8pack_mm`` kernel, which streams a quarter of the float32
+  weight bytes; longer prefill chunks dequantise the weight to bfloat16 once per call and use
+  a bfloat16 GEMM.
+- ``"int8-dynamic"`` — ``torch.ao``'s dynamic quantisation of every layer, the LM head included
+  (int8 weights per channel *and* activations quantised per tensor on the fly, fbgemm GEMM).
+  Fastest, but activation outliers (Qwen2.5 has large ones) cost accuracy whether or not the
+  head is quantised; measured in ``benchmarks/engine.py``.
 
-It does not quantise embeddings, norms or the KV cache, and it does not do GPU quantisation.
+With ``"int8"`` the LM head stays float32 (in the fastest float layout, see above): quantising
+it cost the most quality (on the engine benchmark's questions, Qwen2.5-0.5B's int8 greedy
+tokens agreed with float32's for 45% of their length with an int8 head, 100% with a float32
+one) and, since torch's int8 mat-vec is compute-bound on AVX2 CPUs, bought no speed (8.0 ->
+10.8 tok/s with the head in float32). It does not quantise embeddings, norms or the KV cache,
+and it does not do GPU quantisation.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import torch
 from torch import nn
 
 from ragloom.errors import ConfigError
+from ragloom.runtime.layers.embedding import LMHead
 
 __all__ = [
     "BatchPackedLinear",
@@ -127,7 +135,7 @@ def _swap_linears(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
             setattr(module, name, Int8Linear(child))
-        else:
+        elif not isinstance(child, LMHead):  # the LM head stays float32
             _swap_linears(child)
 
 

@@ -41,6 +41,15 @@ def test_quantize_linears_swaps_every_linear_and_checks_mode():
         quantize_linears(nn.Linear(2, 2).to(torch.bfloat16), "int8")
 
 
+def test_int8_keeps_the_lm_head_in_float32():
+    from ragloom.runtime.layers.embedding import LMHead
+
+    model = nn.ModuleDict({"body": nn.Linear(16, 16), "head": LMHead(50, 16)})
+    quantize_linears(model, "int8")
+    assert isinstance(model["body"], Int8Linear)
+    assert type(model["head"].proj) is nn.Linear
+
+
 def test_top_p_keeps_the_smallest_set_with_the_mass():
     probs = torch.tensor([0.1, 0.5, 0.15, 0.25])
     assert top_p_filter(probs.clone(), 0.7).tolist() == pytest.approx([0, 0.5, 0, 0.25])
