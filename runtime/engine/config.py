@@ -36,7 +36,7 @@ class EngineConfig:
             ``"row"`` (``[out, in]``, as ``nn.Linear``) or ``"transposed"`` (``[in, out]``).
             Quantised layers keep their own format.
         batch_weight_copy: also keep a oneDNN-packed copy of each float weight shape whose
-            multi-row products (batched decodes, prefill chunks) it runs at least 1.25x faster
+            multi-row products (batched decodes, prefill chunks) it runs at least 1.1x faster
             (timed at load). Faster continuous batching for up to twice the memory of those
             weights; False keeps one copy of every weight.
 
