@@ -20,17 +20,17 @@ Every backend uses the same number of threads (``--threads``; default: idle core
 be shared, so timings are medians of a few repeats; ratios are measured in the same run.
 
 Measured here (Qwen2.5-Coder-0.5B, ``--threads 1`` on 2 shared cores, full runs, 2026-11-29;
-three runs after the weight-layout work, the last after int8 kept its LM head in float32):
-TTFT 12.4-13.5 s cold -> 0.58-0.68 s cached (19-22x); greedy_match true; decode float32
-7.5-9.6 tok/s vs HF 5.9-8.0 (1.18-1.27x). The float32 memory-bandwidth ceiling (1.98 GB of
-weights per token at the 20.4-23.8 GB/s this CPU streamed) is 10.3-12.0 tok/s: the engine ran
-at 69-80% of it, HF at 57-66%, so 2x HF at equal dtype would need about 1.3x the ceiling. int8
-weight-only 10.6 tok/s (1.81x HF) with greedy tokens identical to float32's on all four
-questions (was 0.45 agreement with an int8 LM head); torch.ao dynamic int8 15.3 tok/s (2.6x
-HF; 0.15 agreement, -0.16 log-prob per token); llama.cpp Q4_K_M 21.0-24.2 tok/s; 8 concurrent
-requests 2.66-3.05x the throughput of sequential at 1 thread (4.84x in a 2-thread run; 2.1x
-without the packed weight copies); RSS of the engine alone 5.7-6.2 GB (float32 weights, packed
-copies, KV cache), peak 11.0 GB with HF, the int8 engines and llama.cpp loaded too.
+three runs after the weight-layout work, the last after int8 kept its LM head in float32): TTFT
+12.4-13.5 s cold -> 0.58-0.68 s cached (19-22x); greedy_match true; decode float32 7.5-9.6 tok/s
+vs HF 5.9-8.0 (1.18-1.27x). The float32 memory-bandwidth ceiling (1.98 GB of weights per token
+at the 20.4-23.8 GB/s this CPU streamed) is 10.3-12.0 tok/s: the engine ran at 69-80% of it, HF
+at 57-66%, so 2x HF at equal dtype would need about 1.3x the ceiling. int8 weight-only 8.7-10.6
+tok/s (1.43-1.81x HF, 2 runs) with greedy tokens identical to float32's on all four questions
+(was 0.45 agreement with an int8 LM head); torch.ao dynamic int8 15.3 tok/s (2.6x HF; 0.15
+agreement, -0.16 log-prob per token); llama.cpp Q4_K_M 21.0-24.2 tok/s; 8 concurrent requests
+2.66-3.05x the throughput of sequential at 1 thread (4.84x in a 2-thread run; 2.1x without the
+packed weight copies); RSS of the engine alone 5.7-6.2 GB (float32 weights, packed copies, KV
+cache), peak 11.0 GB with HF, the int8 engines and llama.cpp loaded too.
 
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.
