@@ -47,7 +47,8 @@ class LLMEngine:
         self.eos_token_id = loaded.eos_token_ids[0]
         limit = self.config.max_model_len or loaded.config.context_length
         self.max_model_len = min(limit, self.config.kv_cache_tokens)
-        self.runner = ModelRunner(loaded.model, self.config)
+        gguf = loaded.gguf_linears() if self.config.quantization == "gguf" else None
+        self.runner = ModelRunner(loaded.model, self.config, gguf)
         self.scheduler = Scheduler(self.config)
         self.sampler = Sampler()
         self._grammars: dict[Grammar, Any] = {}

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ragloom.errors import ConfigError
 from ragloom.runtime.engine.config import EngineConfig
 from ragloom.runtime.engine.sequence import Sequence
 from ragloom.runtime.layers.attention import AttentionMetadata, PrefillChunk
+from ragloom.runtime.layers.gguf_linear import use_gguf_weights
 from ragloom.runtime.layers.linear import choose_weight_layouts, quantize_linears
 from ragloom.runtime.models.llama import LlamaForCausalLM
 
@@ -59,16 +61,30 @@ class ModelRunner:
     Args:
         model: a model from :mod:`ragloom.runtime.models`.
         config: engine settings (KV cache size, dtype, quantisation, threads, weight layout).
+        gguf_weights: the GGUF file's quantised linear weights (needed by
+            ``quantization="gguf"``, see :meth:`LoadedModel.gguf_linears`).
 
     Attributes:
         weight_layouts: the layout chosen per linear weight shape (``(out, in)`` -> name).
     """
 
-    def __init__(self, model: LlamaForCausalLM, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        config: EngineConfig,
+        gguf_weights: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+        | None = None,
+    ) -> None:
         torch.set_num_threads(config.num_threads or default_num_threads())
         self.block_size = config.block_size
         dtype = getattr(torch, config.dtype)
-        self.model = quantize_linears(model.to(dtype), config.quantization)
+        if config.quantization == "gguf":
+            if gguf_weights is None:
+                raise ConfigError("quantization='gguf' needs the model's GGUF weights")
+            use_gguf_weights(model, gguf_weights)
+            self.model = model
+        else:
+            self.model = quantize_linears(model.to(dtype), config.quantization)
         self.weight_layouts = choose_weight_layouts(
             self.model, config.weight_layout, batch_copy=config.batch_weight_copy
         )

@@ -54,6 +54,8 @@ class LoadedModel:
         tokenizer: a ``transformers`` fast tokenizer carrying the chat template.
         eos_token_ids: tokens that end a generation (the file's own end-of-sequence first).
         path: the GGUF file it came from.
+        weights_dir: the cache folder of its converted weights (None for a model built
+            another way).
     """
 
     model: LlamaForCausalLM
@@ -61,6 +63,21 @@ class LoadedModel:
     tokenizer: Any
     eos_token_ids: tuple[int, ...]
     path: Path
+    weights_dir: Path | None = None
+
+    def gguf_linears(self) -> dict[str, Any]:
+        """The file's quantised linear weights as ``{layer name: (codes, scale, offset)}``
+        (see :mod:`ragloom.runtime.models.gguf_quant`), read once and cached.
+
+        Raises:
+            ModelError: the model was not loaded from a GGUF file by :func:`load_gguf`.
+        """
+        from ragloom.runtime.models.gguf_quant import load_gguf_linears
+
+        if self.weights_dir is None:
+            raise ModelError("this model was not loaded by load_gguf: it has no GGUF weights")
+        permute_qk = ARCHITECTURES[self.config.architecture].permute_qk
+        return load_gguf_linears(self.path, self.weights_dir, self.config, permute_qk)
 
 
 def file_sha256(path: Path) -> str:
@@ -102,7 +119,7 @@ def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Loaded
         model.lm_head.proj.weight = model.model.embed_tokens.weight
     model = model.to(dtype).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    return LoadedModel(model, config, tokenizer, tuple(meta["eos_token_ids"]), path)
+    return LoadedModel(model, config, tokenizer, tuple(meta["eos_token_ids"]), path, folder)
 
 
 def _convert(path: Path, folder: Path) -> None:

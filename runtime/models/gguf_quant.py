@@ -1,0 +1,207 @@
+"""Read a GGUF file's quantised linear weights as int8 codes with per-group scales and offsets.
+
+Every type below decodes, per group of ``g`` consecutive inputs of a row, as
+``w = scale * q - offset`` (float32 operations, in that order) with small integer codes:
+
+====== ===== =============================== =====================
+type   g     scale                           offset
+====== ===== =============================== =====================
+Q4_0   32    d                               none (codes q - 8)
+Q5_0   32    d                               none (codes q - 16)
+Q8_0   32    d                               none
+Q4_1   32    d                               -m
+Q5_1   32    d                               -m
+Q4_K   32    d * sc (6-bit sub-scale)        dmin * m
+Q5_K   32    d * sc                          dmin * m
+Q6_K   16    d * sc (int8 sub-scale)         none (codes q - 32)
+====== ===== =============================== =====================
+
+The codes come from gguf's own decoder run on a copy of the blocks whose super-scale is 1
+(and whose minimum is 0), so no bit layout is re-implemented here; scales and offsets are
+computed as gguf computes them. :func:`load_gguf_linears` assembles them into the engine's
+fused layers (Q/K/V and gate/up concatenated, llama's Q/K rows un-permuted) and caches them
+next to the float32 weights. Other types (F16, F32, I-quants) are left out: those layers stay
+float32.
+
+This module does not run anything; :class:`~ragloom.runtime.layers.gguf_linear.GGUFLinear`
+does, and the engine checks that the decoded weights equal the float32 model's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ragloom.runtime.models.config import ModelConfig
+
+__all__ = ["GroupedWeight", "load_gguf_linears", "unpack"]
+
+GroupedWeight = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # codes, scale, offset
+_ONE = np.array([1.0], dtype=np.float16).view(np.uint8)
+_LEGACY = {"Q4_0": False, "Q5_0": False, "Q8_0": False, "Q4_1": True, "Q5_1": True}
+_CACHE_NAME = "gguf_linears.v1.safetensors"
+
+
+def _f16(column: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(column).view(np.float16).astype(np.float32)[:, 0]
+
+
+def _decode(blocks: np.ndarray, qtype: Any) -> np.ndarray:
+    from gguf import dequantize
+
+    return np.asarray(dequantize(blocks, qtype), dtype=np.float32)
+
+
+def _codes(scaled: np.ndarray, sub: np.ndarray) -> np.ndarray:
+    """Codes from ``sub * q`` (exact small integers): divide the sub-scale back out."""
+    ones = np.where(sub == 0, 1.0, sub).astype(np.float32)
+    return np.where(sub == 0, 0.0, scaled / ones)
+
+
+def unpack(data: np.ndarray, qtype: Any, shape: tuple[int, int]) -> GroupedWeight | None:
+    """Codes ``[rows, cols]`` (int8), scale and offset ``[rows, cols / g]`` (float32) of one
+    quantised tensor; None for a type without this form.
+
+    Args:
+        data: the tensor's raw bytes (``ReaderTensor.data``).
+        qtype: its ``GGMLQuantizationType``.
+        shape: ``(rows, cols)``.
+    """
+    from gguf import GGML_QUANT_SIZES
+    from gguf.quants import Q4_K
+
+    name = qtype.name
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    blocks = np.ascontiguousarray(data).view(np.uint8).reshape(-1, type_size)
+    patched = blocks.copy()
+    patched[:, 0:2] = _ONE
+    offset: np.ndarray | None = None
+    if name in _LEGACY:
+        scale = _f16(blocks[:, 0:2])[:, None]
+        if _LEGACY[name]:
+            offset = -_f16(blocks[:, 2:4])[:, None]
+            patched[:, 2:4] = 0
+        codes = _decode(patched, qtype)
+    elif name in ("Q4_K", "Q5_K"):
+        d, dmin = _f16(blocks[:, 0:2]), _f16(blocks[:, 2:4])
+        sc, m = Q4_K.get_scale_min(blocks[:, 4:16])
+        sub = sc.astype(np.float32)
+        patched[:, 2:4] = 0
+        scaled = _decode(patched, qtype).reshape(len(blocks), 8, 32)
+        codes = _codes(scaled, sub[:, :, None])
+        scale = d[:, None] * sub
+        offset = dmin[:, None] * m.astype(np.float32)
+    elif name == "Q6_K":
+        patched = blocks.copy()
+        patched[:, 208:210] = _ONE
+        sub = blocks[:, 192:208].copy().view(np.int8).astype(np.float32)
+        scaled = _decode(patched, qtype).reshape(len(blocks), 16, 16)
+        codes = _codes(scaled, sub[:, :, None])
+        scale = _f16(blocks[:, 208:210])[:, None] * sub
+    else:
+        return None
+    rows, cols = shape
+    groups = cols // block_size * scale.shape[1]
+    q = codes.reshape(rows, cols).astype(np.int8)
+    offset = None if offset is None else offset.reshape(rows, groups)
+    return q, scale.reshape(rows, groups), offset
+
+
+def _unpermute(w: np.ndarray, num_heads: int) -> np.ndarray:
+    """Undo llama.cpp's interleaved-rope row order (``[h, d/2, 2] -> [h, 2, d/2]``)."""
+    return w.reshape(num_heads, -1, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _concat(parts: list[GroupedWeight]) -> GroupedWeight:
+    """Stack row blocks; different group sizes meet at the smallest, a missing offset is 0."""
+    groups = max(p[1].shape[1] for p in parts)
+    scales, offsets = [], []
+    for _, scale, offset in parts:
+        repeat = groups // scale.shape[1]
+        scales.append(np.repeat(scale, repeat, axis=1))
+        zero = np.zeros_like(scale)
+        offsets.append(np.repeat(zero if offset is None else offset, repeat, axis=1))
+    any_offset = any(p[2] is not None for p in parts)
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate(scales),
+        np.concatenate(offsets) if any_offset else None,
+    )
+
+
+def _sources(cfg: ModelConfig, names: set[str]) -> dict[str, list[str]]:
+    """The engine's linear layers and the GGUF tensors each is built from, in row order."""
+    head = "output.weight" if "output.weight" in names else "token_embd.weight"
+    layers = {"lm_head.proj": [head]}
+    for i in range(cfg.num_layers):
+        b, p = f"blk.{i}.", f"model.layers.{i}."
+        layers[p + "self_attn.qkv_proj"] = [b + f"attn_{x}.weight" for x in "qkv"]
+        layers[p + "self_attn.o_proj"] = [b + "attn_output.weight"]
+        layers[p + "mlp.gate_up_proj"] = [b + "ffn_gate.weight", b + "ffn_up.weight"]
+        layers[p + "mlp.down_proj"] = [b + "ffn_down.weight"]
+    return layers
+
+
+def _read(path: Path, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Tensor]:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    tensors = {t.name: t for t in reader.tensors}
+    heads = {"attn_q.weight": cfg.num_heads, "attn_k.weight": cfg.num_kv_heads}
+    state: dict[str, torch.Tensor] = {}
+    for layer, sources in _sources(cfg, set(tensors)).items():
+        parts: list[GroupedWeight] = []
+        for name in sources:
+            t = tensors[name]
+            part = unpack(t.data, t.tensor_type, (int(t.shape[1]), int(t.shape[0])))
+            if part is None:
+                break
+            suffix = name.split(".", 2)[-1]
+            if permute_qk and suffix in heads:
+                part = (
+                    _unpermute(part[0], heads[suffix]),
+                    _unpermute(part[1], heads[suffix]),
+                    None if part[2] is None else _unpermute(part[2], heads[suffix]),
+                )
+            parts.append(part)
+        else:
+            q, scale, offset = _concat(parts)
+            state[f"{layer}.q"] = torch.from_numpy(np.ascontiguousarray(q))
+            state[f"{layer}.scale"] = torch.from_numpy(np.ascontiguousarray(scale))
+            if offset is not None:
+                state[f"{layer}.offset"] = torch.from_numpy(np.ascontiguousarray(offset))
+    return state
+
+
+def load_gguf_linears(
+    path: Path, folder: Path, cfg: ModelConfig, permute_qk: bool
+) -> dict[str, GroupedWeight | Any]:
+    """``{layer name: (codes, scale, offset)}`` (torch tensors) for each linear layer of the
+    model in ``path`` whose GGUF types have the grouped form, cached in ``folder``.
+
+    Args:
+        path: the GGUF file.
+        folder: its converted-weights cache folder (written atomically).
+        cfg: the model's config.
+        permute_qk: whether Q/K rows are in llama.cpp's interleaved order.
+    """
+    from safetensors.torch import load_file, save_file
+
+    cached = folder / _CACHE_NAME
+    if not cached.exists():
+        state = _read(path, cfg, permute_qk)
+        tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+        save_file(state, tmp, metadata={"source": json.dumps(path.name)})
+        os.replace(tmp, cached)
+    state = load_file(cached)
+    layers: dict[str, Any] = {}
+    for key in state:
+        layer, part = key.rsplit(".", 1)
+        if part == "q":
+            layers[layer] = (state[key], state[f"{layer}.scale"], state.get(f"{layer}.offset"))
+    return layers
