@@ -302,8 +302,19 @@ class LangChainLLM(BaseLLM):
         return call
 
     def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
+        return self._stream_counted(prompt, params, Completion(text=""))
+
+    def _stream_counted(
+        self, prompt: Prompt, params: SamplingParams, usage: Completion
+    ) -> Iterator[str]:
+        """Stream the chat model; ``usage`` sums the chunks' usage metadata (where the chat
+        model streams any, as :meth:`generate` reads it from the whole message)."""
         call = self._check(params)
         for chunk in self.chat_model.stream(self.to_messages(prompt), **call):
+            meta = getattr(chunk, "usage_metadata", None) or {}
+            usage.prompt_tokens += meta.get("input_tokens", 0)
+            usage.completion_tokens += meta.get("output_tokens", 0)
+            usage.cached_tokens += (meta.get("input_token_details") or {}).get("cache_read", 0)
             if chunk.text:
                 yield chunk.text
 

@@ -232,12 +232,38 @@ class BaseLLM(ABC):
             return prompt
         return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in prompt) + "<|assistant|>\n"
 
-    def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[str]:
+    def _stream_counted(
+        self, prompt: Prompt, params: SamplingParams, usage: Completion
+    ) -> Iterator[str]:
+        """:meth:`_stream`, also filling ``usage``'s token counts (``prompt_tokens``,
+        ``completion_tokens``, ``cached_tokens``) by the time it ends or is closed.
+
+        The default counts as :meth:`generate` does (one completion token per delta, no
+        prompt tokens); backends that know their real token counts override it.
+        """
+        for delta in self._stream(prompt, params):
+            usage.completion_tokens += 1
+            yield delta
+
+    def stream(
+        self,
+        prompt: Prompt,
+        params: SamplingParams | None = None,
+        *,
+        usage: Completion | None = None,
+    ) -> Iterator[str]:
+        """Yield the completion's text deltas; with ``usage``, fill its token counts as the
+        backend counts them (see :meth:`_stream_counted`) by the time the stream ends."""
         params = params or SamplingParams()
         emitted = ""
         held = ""  # text that may still turn out to be the start of a stop string
         hold = max((len(s) for s in params.stop), default=0)
-        for delta in self._stream(prompt, params):
+        deltas = (
+            self._stream(prompt, params)
+            if usage is None
+            else self._stream_counted(prompt, params, usage)
+        )
+        for delta in deltas:
             held += delta
             text, stopped = apply_stop(emitted + held, params.stop)
             if stopped:
@@ -272,16 +298,21 @@ class BaseLLM(ABC):
         return await asyncio.to_thread(self.generate, prompts, params)
 
     async def astream(
-        self, prompt: Prompt, params: SamplingParams | None = None
+        self,
+        prompt: Prompt,
+        params: SamplingParams | None = None,
+        *,
+        usage: Completion | None = None,
     ) -> AsyncIterator[str]:
-        """Run :meth:`stream` in a worker thread and hand its deltas to the event loop."""
+        """Run :meth:`stream` (``usage`` included) in a worker thread and hand its deltas to
+        the event loop."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, str | BaseException | None]] = asyncio.Queue()
         cancelled = threading.Event()
 
         def pump() -> None:
             try:
-                for delta in self.stream(prompt, params):
+                for delta in self.stream(prompt, params, usage=usage):
                     if cancelled.is_set():
                         break
                     loop.call_soon_threadsafe(queue.put_nowait, ("delta", delta))

@@ -1,7 +1,9 @@
 """An OpenAI-compatible HTTP server for any ragloom LLM (``ragloom serve``).
 
 Routes: ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/completions``, with
-server-sent-event streaming (``"stream": true``). Sampling fields map onto
+server-sent-event streaming (``"stream": true``; with ``"stream_options": {"include_usage":
+true}`` a last chunk with empty ``choices`` carries the token ``usage``, as OpenAI sends it,
+and every earlier chunk ``"usage": null``). Sampling fields map onto
 :class:`~ragloom.runtime.llm.SamplingParams`; constrained decoding is asked for with OpenAI's
 ``response_format`` (``json_object`` / ``json_schema``) or vLLM's ``structured_outputs``
 (``json``/``regex``/``grammar``) and older ``guided_regex``, ``guided_json`` and
@@ -22,13 +24,29 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from ragloom.errors import ConfigError, ContextWindowError
 from ragloom.runtime.constrained import json_grammar
-from ragloom.runtime.llm import LLM, Completion, Grammar, Message, Prompt, SamplingParams
+from ragloom.runtime.llm import (
+    LLM,
+    BaseLLM,
+    Completion,
+    Grammar,
+    Message,
+    Prompt,
+    SamplingParams,
+)
 
 __all__ = ["create_app"]
+
+
+class StreamOptions(BaseModel):
+    """``stream_options`` of a streamed request (other fields OpenAI may add are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: StrictBool = False
 
 
 class _Sampling(BaseModel):
@@ -40,6 +58,7 @@ class _Sampling(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
     response_format: dict[str, Any] | None = None
     guided_regex: str | None = None
     guided_json: dict[str, Any] | str | None = None
@@ -116,6 +135,25 @@ def _usage(done: list[Completion]) -> dict[str, Any]:
     }
 
 
+def _stream_usage(req: _Sampling, llm: LLM) -> bool:
+    """Whether the stream ends with a usage chunk (``stream_options.include_usage``).
+
+    Raises:
+        ConfigError: ``stream_options`` without ``stream``, or usage asked of an LLM that
+            cannot count a stream's tokens (one that is not a :class:`BaseLLM`).
+    """
+    if req.stream_options is None:
+        return False
+    if not req.stream:
+        raise ConfigError("stream_options is only allowed when stream is true")
+    if req.stream_options.include_usage and not isinstance(llm, BaseLLM):
+        raise ConfigError(
+            f"stream_options.include_usage: {type(llm).__name__} does not count the tokens "
+            "of a stream"
+        )
+    return req.stream_options.include_usage
+
+
 def _error(status: int, message: str, code: str) -> JSONResponse:
     body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
     return JSONResponse(status_code=status, content=body)
@@ -161,10 +199,10 @@ def create_app(llm: LLM) -> FastAPI:
 
     @app.post("/v1/completions", response_model=None)
     async def completions(req: CompletionRequest) -> dict[str, Any] | StreamingResponse:
-        params = _params(req)
+        params, usage = _params(req), _stream_usage(req, llm)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if req.stream:
-            return await _sse(_stream_chunks(llm, prompts, params, chat=False))
+            return await _sse(_stream_chunks(llm, prompts, params, chat=False, usage=usage))
         done = await llm.agenerate(prompts, params)
         choices = [
             {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
@@ -174,10 +212,10 @@ def create_app(llm: LLM) -> FastAPI:
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(req: ChatRequest) -> dict[str, Any] | StreamingResponse:
-        params = _params(req)
+        params, usage = _params(req), _stream_usage(req, llm)
         prompt = _messages(req.messages)
         if req.stream:
-            return await _sse(_stream_chunks(llm, [prompt], params, chat=True))
+            return await _sse(_stream_chunks(llm, [prompt], params, chat=True, usage=usage))
         [done] = await llm.agenerate([prompt], params)
         message = {"role": "assistant", "content": done.text}
         choices = [{"index": 0, "message": message, "finish_reason": done.finish_reason}]
@@ -200,23 +238,36 @@ def _envelope(
 
 
 async def _stream_chunks(
-    llm: LLM, prompts: list[Prompt], params: SamplingParams, *, chat: bool
+    llm: LLM, prompts: list[Prompt], params: SamplingParams, *, chat: bool, usage: bool
 ) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of a streamed reply; with ``usage``, each carries ``"usage": null`` and a
+    last one with no choices carries the backend's token counts over all ``prompts``."""
     kind = "chat.completion.chunk" if chat else "text_completion"
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"  # one id per stream
+    extra: dict[str, Any] = {"usage": None} if usage else {}
+    counts: list[Completion] = []
     for index, prompt in enumerate(prompts):
-        count, pieces = 0, aiter(llm.astream(prompt, params))
+        if usage:
+            assert isinstance(llm, BaseLLM)  # checked by _stream_usage
+            counts.append(Completion(text=""))
+            deltas = llm.astream(prompt, params, usage=counts[-1])
+        else:
+            deltas = llm.astream(prompt, params)
+        count, pieces = 0, aiter(deltas)
         piece = await anext(pieces, None)  # subtle: errors surface before the first event
         if chat:
-            yield _envelope(kind, llm, [_delta(index, {"role": "assistant", "content": ""})], ident)
+            role = _delta(index, {"role": "assistant", "content": ""})
+            yield _envelope(kind, llm, [role], ident) | extra
         while piece is not None:
             count += 1
             body = _delta(index, {"content": piece}) if chat else _text(index, piece)
-            yield _envelope(kind, llm, [body], ident)
+            yield _envelope(kind, llm, [body], ident) | extra
             piece = await anext(pieces, None)
         reason = "length" if count >= params.max_tokens else "stop"
         last = _delta(index, {}, reason) if chat else _text(index, "", reason)
-        yield _envelope(kind, llm, [last], ident)
+        yield _envelope(kind, llm, [last], ident) | extra
+    if usage:
+        yield _envelope(kind, llm, [], ident) | {"usage": _usage(counts)}
 
 
 def _delta(index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:

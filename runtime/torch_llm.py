@@ -179,6 +179,12 @@ class TorchLLM(BaseLLM):
         return [self._completion(s) for s in seqs]
 
     def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
+        return self._stream_counted(prompt, params, Completion(text=""))
+
+    def _stream_counted(
+        self, prompt: Prompt, params: SamplingParams, usage: Completion
+    ) -> Iterator[str]:
+        """Stream one request; ``usage`` gets its sequence's token counts when it ends."""
         updates: queue.Queue[BaseException | None] = queue.Queue()
         seq = self._background.submit(
             self.encode(prompt), params, lambda s, error: updates.put(error)
@@ -199,6 +205,9 @@ class TorchLLM(BaseLLM):
             if not seq.is_finished:
                 self._background.abort(seq)
             self._count([seq])
+            usage.prompt_tokens = seq.num_prompt_tokens
+            usage.completion_tokens = seq.num_completion_tokens
+            usage.cached_tokens = seq.num_cached_tokens
 
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
         """Log-probability of each choice as the continuation of each prompt (batched)."""

@@ -270,7 +270,18 @@ class LlamaCppLLM(BaseLLM):
             yield tail
 
     def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
-        yield from self._run(prompt, params, _Stats())
+        return self._stream_counted(prompt, params, Completion(text=""))
+
+    def _stream_counted(
+        self, prompt: Prompt, params: SamplingParams, usage: Completion
+    ) -> Iterator[str]:
+        stats = _Stats()
+        try:
+            yield from self._run(prompt, params, stats)
+        finally:
+            usage.prompt_tokens = stats.prompt_tokens
+            usage.completion_tokens = stats.completion_tokens
+            usage.cached_tokens = stats.cached_tokens
 
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams | None = None

@@ -121,12 +121,29 @@ class OpenAILLM(BaseLLM):
         return True, fields | {"messages": [dict(m) for m in messages]}
 
     def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
+        return self._deltas(prompt, params, None)
+
+    def _stream_counted(
+        self, prompt: Prompt, params: SamplingParams, usage: Completion
+    ) -> Iterator[str]:
+        """Ask the server for the stream's usage (``stream_options.include_usage``) and put
+        it in ``usage``."""
+        return self._deltas(prompt, params, usage)
+
+    def _deltas(
+        self, prompt: Prompt, params: SamplingParams, usage: Completion | None
+    ) -> Iterator[str]:
         chat, fields = self._request(prompt, params)
+        if usage is not None:  # not sent otherwise: servers that predate it may refuse it
+            fields["stream_options"] = {"include_usage": True}
         api = self._client.chat.completions if chat else self._client.completions
         for chunk in api.create(stream=True, **fields):
             if getattr(chunk, "usage", None) is not None:  # sent by servers that stream usage
-                prompt, _, cached = _usage(chunk.usage)
-                self._prefix_counter.add(prompt, cached)
+                prompt_tokens, completion_tokens, cached = _usage(chunk.usage)
+                self._prefix_counter.add(prompt_tokens, cached)
+                if usage is not None:
+                    usage.prompt_tokens, usage.cached_tokens = prompt_tokens, cached
+                    usage.completion_tokens = completion_tokens
             if not chunk.choices:
                 continue
             choice = chunk.choices[0]

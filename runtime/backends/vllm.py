@@ -140,7 +140,15 @@ class VLLMLLM(BaseLLM):
         )
 
     def _stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[str]:
-        yield self.generate([prompt], params)[0].text
+        return self._stream_counted(prompt, params, Completion(text=""))
+
+    def _stream_counted(
+        self, prompt: Prompt, params: SamplingParams, usage: Completion
+    ) -> Iterator[str]:
+        [done] = self.generate([prompt], params)
+        usage.prompt_tokens, usage.cached_tokens = done.prompt_tokens, done.cached_tokens
+        usage.completion_tokens = done.completion_tokens
+        yield done.text
 
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
         """Log-probability of each choice after each prompt, from vLLM's prompt log-probs."""

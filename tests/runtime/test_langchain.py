@@ -9,12 +9,13 @@ from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
     GenericFakeChatModel,
 )
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
 from ragloom.runtime.langchain import LangChainLLM, RagloomChatModel, parse_tool_calls
-from ragloom.runtime.llm import LLM, FakeLLM, SamplingParams
+from ragloom.runtime.llm import LLM, Completion, FakeLLM, SamplingParams
 
 
 @tool
@@ -147,3 +148,17 @@ def test_structured_output_from_a_real_small_model():
         assert isinstance(answer, Answer) and answer.city  # valid, whatever its quality
     finally:
         llm.close()
+
+
+def test_langchain_llm_streams_usage_metadata():
+    class Metered(GenericFakeChatModel):
+        def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+            yield from super()._stream(messages, stop, run_manager, **kwargs)
+            meta = {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}
+            meta |= {"input_token_details": {"cache_read": 3}}
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=meta))
+
+    llm = LangChainLLM(Metered(messages=iter([AIMessage("hello world")])))
+    usage = Completion(text="")
+    assert "".join(llm.stream("hi", usage=usage)) == "hello world"
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (7, 2, 3)

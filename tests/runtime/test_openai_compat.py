@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from ragloom.runtime.backends.openai_compat import OpenAILLM
 from ragloom.runtime.constrained import json_grammar
-from ragloom.runtime.llm import LLM, FakeLLM, Grammar, SamplingParams
+from ragloom.runtime.llm import LLM, Completion, FakeLLM, Grammar, SamplingParams
 from ragloom.runtime.server import create_app
 
 
@@ -101,3 +101,13 @@ def test_over_a_real_socket(fake):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_streamed_usage_comes_from_the_server(llm):
+    params = SamplingParams(max_tokens=8)
+    for prompt in ("once upon", [{"role": "user", "content": "hello there"}]):
+        usage = Completion(text="")
+        text = "".join(llm.stream(prompt, params, usage=usage))
+        [done] = llm.generate([prompt], params)
+        assert text == done.text and usage.completion_tokens == done.completion_tokens == 3
+        assert usage.prompt_tokens == done.prompt_tokens

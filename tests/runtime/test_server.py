@@ -129,3 +129,99 @@ def test_cli_models_and_bad_serve_arguments():
     assert bad.exit_code == 2 and "unknown backend 'tensorrt'" in bad.output
     unknown = runner.invoke(app, ["serve", "--model", "gpt-9"])
     assert unknown.exit_code == 2 and "unknown model 'gpt-9'" in unknown.output
+
+
+def chat_body(**extra):
+    return {"messages": [{"role": "user", "content": "x"}], "max_tokens": 8} | extra
+
+
+USAGE = {"stream": True, "stream_options": {"include_usage": True}}
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/v1/chat/completions", chat_body()),
+        ("/v1/completions", {"prompt": ["a", "b"], "max_tokens": 3}),
+    ],
+)
+def test_streamed_usage_is_the_last_chunk(client, route, body):
+    plain = client.post(route, json=body).json()
+    chunks = events(client.post(route, json=body | USAGE))
+    *content, last = chunks
+    assert last["choices"] == [] and last["usage"] == plain["usage"]
+    assert all(c["usage"] is None and c["choices"] for c in content)
+    assert last["object"] == content[0]["object"] and len({c["id"] for c in chunks}) == 1
+    assert last["usage"]["completion_tokens"] == (4 if "messages" in body else 6)
+
+
+def test_no_usage_unless_asked(client):
+    for extra in ({}, {"stream_options": {"include_usage": False}}, {"stream_options": None}):
+        chunks = events(client.post("/v1/chat/completions", json=chat_body(stream=True) | extra))
+        assert chunks and all("usage" not in c and c["choices"] for c in chunks)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ("yes", "stream_options"),
+        ([True], "stream_options"),
+        ({"include_usage": "true"}, "include_usage"),
+        ({"include_usage": 1}, "include_usage"),
+        ({"include_usage": None}, "include_usage"),
+    ],
+)
+def test_bad_stream_options_are_rejected(client, options, field):
+    for route, body in (
+        ("/v1/chat/completions", chat_body()),
+        ("/v1/completions", {"prompt": "x"}),
+    ):
+        response = client.post(route, json=body | {"stream": True, "stream_options": options})
+        assert response.status_code == 422
+        assert any(field in err["loc"] for err in response.json()["detail"])
+
+
+def test_stream_options_need_stream(client):
+    body = chat_body(stream_options={"include_usage": True})
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400 and "stream_options" in response.json()["error"]["message"]
+
+
+def test_usage_needs_an_llm_that_counts():
+    class Bare:  # the LLM protocol without BaseLLM's token counting
+        model_name = "bare"
+
+        async def astream(self, prompt, params=None):
+            yield "hi"
+
+    client = TestClient(create_app(Bare()))
+    assert events(client.post("/v1/completions", json={"prompt": "x", "stream": True}))
+    response = client.post("/v1/completions", json={"prompt": "x"} | USAGE)
+    assert response.status_code == 400 and "include_usage" in response.json()["error"]["message"]
+
+
+@pytest.fixture(params=["torch", "llamacpp"])
+def real_llm(request):
+    if request.param == "torch":
+        from _engine_models import smol_llm
+
+        yield smol_llm()
+        return
+    from ragloom.runtime.backends.llamacpp import LlamaCppLLM
+
+    llm = LlamaCppLLM("smollm2", n_ctx=512, n_threads=1)
+    yield llm
+    llm.close()
+
+
+@pytest.mark.model
+def test_streamed_usage_of_a_real_model(real_llm):
+    client = TestClient(create_app(real_llm))
+    body = chat_body(max_tokens=6, temperature=0)
+    plain = client.post("/v1/chat/completions", json=body).json()["usage"]
+    *content, last = events(client.post("/v1/chat/completions", json=body | USAGE))
+    streamed = last["usage"]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in content)
+    for usage in (plain, streamed):  # the streamed run may reuse the first one's prefix
+        del usage["prompt_tokens_details"]
+    assert streamed == plain and plain["prompt_tokens"] > 5 and plain["completion_tokens"] > 0

@@ -15,7 +15,7 @@ import pytest
 
 from ragloom.errors import MissingDependencyError
 from ragloom.runtime.constrained import json_grammar
-from ragloom.runtime.llm import Grammar, SamplingParams
+from ragloom.runtime.llm import Completion, Grammar, SamplingParams
 
 
 def test_missing_vllm_gives_the_pip_hint(monkeypatch):
@@ -141,3 +141,9 @@ def test_score_sums_choice_logprobs(llm):
     assert short == pytest.approx(-0.5) and long == pytest.approx(-1.5)
     assert llm._engine.calls[0][1].kwargs["prompt_logprobs"] == 0
     assert json.dumps(llm._engine.calls[0][0]) == json.dumps(["abc", "abcde"])
+
+
+def test_stream_reports_the_request_usage(llm):
+    usage = Completion(text="")
+    assert "".join(llm.stream("hi", usage=usage)) == "ok"
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (2, 2, 3)
