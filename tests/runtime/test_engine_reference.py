@@ -16,6 +16,7 @@ from _engine_models import PROMPTS, SMOL, chat_ids, smol_llm
 
 from ragloom.runtime.engine.config import EngineConfig
 from ragloom.runtime.engine.llm_engine import LLMEngine
+from ragloom.runtime.layers.gguf_linear import GGUFLinear
 from ragloom.runtime.llm import SamplingParams
 from ragloom.runtime.model_files import resolve_model
 from ragloom.runtime.models.gguf_loader import load_gguf
@@ -50,14 +51,17 @@ def engine_greedy(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]
     return [s.completion_token_ids for s in engine.generate(prompts, params)]
 
 
-@pytest.mark.parametrize("layout", ["row", "transposed", "transposed+packed"])
+@pytest.mark.parametrize("layout", ["row", "transposed", "transposed+packed", "gguf"])
 def test_smollm2_engine_matches_transformers_for_32_greedy_tokens(layout, monkeypatch):
     if layout.endswith("+packed"):  # every shape keeps a oneDNN copy for multi-row steps
         monkeypatch.setattr("ragloom.runtime.layers.linear._packed_is_faster", lambda *a: True)
     prompts = [chat_ids(q) for q in PROMPTS]
-    config = EngineConfig(
-        num_threads=1, weight_layout=layout.split("+")[0], batch_weight_copy="+" in layout
-    )
+    if layout == "gguf":  # the file's own Q4_1/Q8_0 weights through the AVX2 kernel
+        config = EngineConfig(num_threads=1, quantization="gguf")
+    else:
+        config = EngineConfig(
+            num_threads=1, weight_layout=layout.split("+")[0], batch_weight_copy="+" in layout
+        )
     engine = LLMEngine(load_gguf(resolve_model(SMOL)), config)
     got = engine_greedy(engine, prompts)  # one batch: paged, mixed lengths
     want = [hf_greedy(hf_smol(), p, NUM_TOKENS) for p in prompts]
@@ -87,4 +91,13 @@ def test_qwen2_engine_matches_transformers_for_32_greedy_tokens():
     want = hf_greedy(ref, ids, NUM_TOKENS)
     del ref
     engine = LLMEngine(loaded, EngineConfig(num_threads=1, kv_cache_tokens=1024))
+    assert engine_greedy(engine, [ids]) == [want]
+    del engine, loaded
+    # the file's own Q5_0/Q8_0/Q4_K/Q6_K weights through the AVX2 kernel: the same tokens
+    native = load_gguf(resolve_model("qwen2.5-coder-0.5b-instruct"))
+    config = EngineConfig(num_threads=1, kv_cache_tokens=1024, quantization="gguf")
+    engine = LLMEngine(native, config)
+    kinds = [type(m) for m in engine.runner.model.modules()]
+    assert kinds.count(GGUFLinear) == 4 * native.config.num_layers + 1  # 4 per layer + head
+    assert torch.nn.Linear not in kinds
     assert engine_greedy(engine, [ids]) == [want]

@@ -1,0 +1,191 @@
+"""GGUF-native linear layers: the AVX2 kernel against the plain-torch reference, the unpacking
+of every supported GGUF type against gguf's own decoder, and the errors on bad input.
+
+The engine-level check (greedy tokens equal the float32 reference) is in
+``test_engine_reference.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ragloom.errors import ConfigError
+from ragloom.runtime.layers.gguf_linear import (
+    GGUFLinear,
+    KernelUnavailableError,
+    gguf_kernel,
+    reference_dequantize,
+    reference_linear,
+    use_gguf_weights,
+)
+from ragloom.runtime.models.gguf_quant import unpack
+
+gguf = pytest.importorskip("gguf")
+
+
+def grouped(rows: int, cols: int, group: int, with_offset: bool, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randint(-128, 128, (rows, cols), dtype=torch.int8, generator=gen)
+    scale = torch.rand(rows, cols // group, generator=gen) - 0.5
+    offset = torch.rand(rows, cols // group, generator=gen) if with_offset else None
+    return q, scale, offset
+
+
+def test_kernel_builds_here():
+    # CI runs on AVX2 machines with g++: the fast path must not silently fall back there
+    assert hasattr(gguf_kernel(), "grouped_linear")
+
+
+@pytest.mark.parametrize("group", [8, 16, 32])
+@pytest.mark.parametrize("with_offset", [False, True])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 16, 17, 40])
+def test_kernel_matches_reference(group, with_offset, rows):
+    q, scale, offset = grouped(72, 256, group, with_offset)
+    bias = torch.randn(72)
+    x = torch.randn(rows, 256)
+    layer = GGUFLinear(q, scale, offset, bias, use_kernel=True)
+    want = reference_linear(x, q, scale, offset) + bias
+    got = layer(x)
+    assert got.shape == (rows, 72)
+    # same weights, different summation order: float32 rounding only
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_kernel_decodes_the_exact_reference_weights(with_offset):
+    q, scale, offset = grouped(33, 160, 32, with_offset, seed=1)
+    layer = GGUFLinear(q, scale, offset, use_kernel=True)
+    assert torch.equal(layer.dequantize(), reference_dequantize(q, scale, offset))
+
+
+def test_kernel_keeps_leading_dimensions_and_uses_threads():
+    q, scale, offset = grouped(64, 128, 32, True)
+    layer = GGUFLinear(q, scale, offset, use_kernel=True)
+    x = torch.randn(2, 3, 128)
+    torch.testing.assert_close(
+        layer(x), reference_linear(x, q, scale, offset), rtol=1e-5, atol=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda q, s: GGUFLinear(q.float(), s), "int8"),
+        (lambda q, s: GGUFLinear(q, s[:-1]), "scale"),
+        (lambda q, s: GGUFLinear(q[:, :63].contiguous(), s), "group size"),
+        (lambda q, s: GGUFLinear(q[:, :36], s[:, :1]), "multiple of 8"),
+        (lambda q, s: GGUFLinear(q, s, s[:, :1]), "offset"),
+        (lambda q, s: GGUFLinear(q, s, None, torch.zeros(3)), "bias"),
+    ],
+)
+def test_bad_shapes_name_the_problem(build, message):
+    q, scale, _ = grouped(8, 64, 32, False)
+    with pytest.raises(ConfigError, match=message):
+        build(q, scale)
+
+
+def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))
+    gguf_kernel.cache_clear()
+    try:
+        with pytest.raises(KernelUnavailableError, match="C\\+\\+ compiler"):
+            gguf_kernel()
+        q, scale, _ = grouped(8, 64, 32, False)
+        with pytest.raises(KernelUnavailableError):
+            GGUFLinear(q, scale, use_kernel=True)
+        fallback = GGUFLinear(q, scale)  # None: the torch reference where there is no kernel
+        assert not fallback.uses_kernel
+        x = torch.randn(2, 64)
+        assert torch.equal(fallback(x), reference_linear(x, q, scale, None))
+    finally:
+        gguf_kernel.cache_clear()
+
+
+def test_failing_build_reports_the_compiler_output(monkeypatch, tmp_path):
+    fake = tmp_path / "cxx"
+    fake.write_text("#!/bin/sh\necho 'fatal: no room on device' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
+    monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))
+    gguf_kernel.cache_clear()
+    try:
+        with pytest.raises(KernelUnavailableError, match="no room on device"):
+            gguf_kernel()
+        assert not list((tmp_path / "cache" / "kernels").iterdir())  # no half-written library
+    finally:
+        gguf_kernel.cache_clear()
+
+
+# --- unpacking GGUF blocks -------------------------------------------------------------------
+
+_FP16_FIELDS = {  # byte ranges of each type's float16 fields (scale, minimum)
+    "Q4_0": [(0, 2)],
+    "Q5_0": [(0, 2)],
+    "Q8_0": [(0, 2)],
+    "Q4_1": [(0, 2), (2, 4)],
+    "Q5_1": [(0, 2), (2, 4)],
+    "Q4_K": [(0, 2), (2, 4)],
+    "Q5_K": [(0, 2), (2, 4)],
+    "Q6_K": [(208, 210)],
+}
+
+
+def random_blocks(name: str, rows: int, cols: int, seed: int) -> np.ndarray:
+    """Random bytes are valid blocks of every type once the float16 fields are finite."""
+    qtype = gguf.GGMLQuantizationType[name]
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, (rows * cols // block, size), dtype=np.uint8)
+    for start, end in _FP16_FIELDS[name]:
+        values = (rng.standard_normal(len(data)) * 0.02).astype(np.float16)
+        data[:, start:end] = values.view(np.uint8).reshape(-1, 2)
+    return data.reshape(rows, -1)
+
+
+@pytest.mark.parametrize("name", sorted(_FP16_FIELDS))
+def test_unpack_reproduces_ggufs_own_decoding_bit_for_bit(name):
+    qtype = gguf.GGMLQuantizationType[name]
+    rows, cols = 6, 512
+    data = random_blocks(name, rows, cols, seed=len(name))
+    q, scale, offset = unpack(data, qtype, (rows, cols))
+    assert q.dtype == np.int8 and q.shape == (rows, cols)
+    assert scale.shape == (rows, cols // (16 if name == "Q6_K" else 32))
+    assert (offset is not None) == (name in ("Q4_1", "Q5_1", "Q4_K", "Q5_K"))
+    got = reference_dequantize(
+        torch.from_numpy(q),
+        torch.from_numpy(scale),
+        None if offset is None else torch.from_numpy(offset),
+    )
+    want = gguf.dequantize(data, qtype).reshape(rows, cols)
+    assert np.array_equal(got.numpy(), want)
+
+
+def test_unpack_leaves_other_types_out():
+    data = np.zeros((2, 64), dtype=np.float16).view(np.uint8)
+    assert unpack(data, gguf.GGMLQuantizationType.F16, (2, 64)) is None
+
+
+# --- swapping a model's layers ------------------------------------------------------------
+
+
+def test_use_gguf_weights_swaps_only_after_checking_the_values():
+    q, scale, offset = grouped(16, 64, 32, True)
+    weight = reference_dequantize(q, scale, offset)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU())
+    with torch.no_grad():
+        model[0].weight.copy_(weight)
+    x = torch.randn(3, 64)
+    want = model(x)
+    assert use_gguf_weights(model, {"0": (q, scale, offset)}) == ["0"]
+    assert isinstance(model[0], GGUFLinear)
+    torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-4)
+
+    other = torch.nn.Sequential(torch.nn.Linear(64, 16))
+    with pytest.raises(ConfigError, match="other values"):
+        use_gguf_weights(other, {"0": (q, scale, offset)})
+    assert type(other[0]) is torch.nn.Linear  # left as it was
+    with pytest.raises(ConfigError, match="not a float32 nn.Linear"):
+        use_gguf_weights(other, {"missing": (q, scale, offset)})
