@@ -104,6 +104,12 @@ def planner_messages(tokenizer: Any, question: str, target: int = 1000) -> list[
     return [{"role": "system", "content": system}, {"role": "user", "content": question}]
 
 
+def rss_now_mb() -> float:
+    """Resident memory now (``engine_rss_mb`` is the peak so far, load included)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn()
@@ -190,17 +196,24 @@ def fp32_answers(llm: TorchLLM, n: int, count: int) -> list[tuple[Any, list[int]
     return out
 
 
-def bench_quantized(
-    model: str, mode: str, threads: int, ids: list[int], reference: list, n: int, repeats: int
-) -> dict[str, float]:
-    """Speed of a quantised engine and how far it drifts from float32 on the same questions."""
-    llm = TorchLLM(model, num_threads=threads, quantization=mode)
+def agreement(llm: TorchLLM, reference: list, n: int) -> tuple[float, float]:
+    """Share of the float32 engine's greedy tokens ``llm`` reproduces before the first
+    difference, and the change in log-probability per token it gives float32's answers."""
     prefix, delta = [], []
     for msgs, want, logprob in reference:
         got = engine_tokens(llm, llm.encode(msgs), n)
         same = next((i for i, (a, b) in enumerate(zip(want, got, strict=True)) if a != b), n)
         prefix.append(same / n)
         delta.append((llm.score([msgs], [llm.tokenizer.decode(want)])[0][0] - logprob) / n)
+    return statistics.mean(prefix), statistics.mean(delta)
+
+
+def bench_quantized(
+    model: str, mode: str, threads: int, ids: list[int], reference: list, n: int, repeats: int
+) -> dict[str, float]:
+    """Speed of a re-quantised engine and how far it drifts from float32 on the same questions."""
+    llm = TorchLLM(model, num_threads=threads, quantization=mode)
+    prefix, delta = agreement(llm, reference, n)
 
     def run(k: int) -> int:
         return len(engine_tokens(llm, ids, k))
@@ -208,8 +221,8 @@ def bench_quantized(
     key = mode.replace("-", "_")
     return {
         f"{key}_tok_s": decode_rate(run, n, repeats),
-        f"{key}_greedy_prefix_match": statistics.mean(prefix),
-        f"{key}_logprob_delta_per_token": statistics.mean(delta),
+        f"{key}_greedy_prefix_match": prefix,
+        f"{key}_logprob_delta_per_token": delta,
     }
 
 
@@ -251,35 +264,46 @@ def stream_gb_s(threads: int, total_mb: int = 1024) -> float:
     return best
 
 
-def bench_decode(llm: TorchLLM, model: str, ids: list[int], n: int, repeats: int) -> dict:
-    """Greedy equality with, and decode speed against, transformers on the same weights.
+def bench_decode(
+    llm: TorchLLM, f32: TorchLLM, model: str, ids: list[int], n: int, repeats: int
+) -> dict:
+    """Greedy equality with, and decode speed against, transformers on the same weights, for
+    the default engine (``llm``) and the engine with float32 linear layers (``f32``).
 
     Also the memory-bandwidth ceiling: a decode step streams every weight once, so no float32
-    backend can decode faster than ``stream_gb_s / weight bytes per token``.
+    backend can decode faster than ``stream_gb_s / float32 weight bytes per token``.
     """
     ref = hf_reference(load_gguf(resolve_model(model)))
-    match = engine_tokens(llm, ids, 32) == hf_greedy(ref, ids, 32)
+    want = hf_greedy(ref, ids, 32)
 
     def ours(k: int) -> int:
         return len(engine_tokens(llm, ids, k))
 
+    def float32(k: int) -> int:
+        return len(engine_tokens(f32, ids, k))
+
     def theirs(k: int) -> int:
         return len(hf_greedy(ref, ids, k))
 
-    rates = decode_rates({"engine": ours, "hf": theirs}, n, repeats)
-    engine_tok_s, hf_tok_s = rates["engine"], rates["hf"]
-    weight_gb = streamed_weight_gb(llm.engine.runner.model)
+    rates = decode_rates({"engine": ours, "float32": float32, "hf": theirs}, n, repeats)
+    engine_tok_s, f32_tok_s, hf_tok_s = rates["engine"], rates["float32"], rates["hf"]
+    weight_gb = streamed_weight_gb(f32.engine.runner.model)
     bandwidth = stream_gb_s(torch.get_num_threads())
     return {
-        "greedy_match": match,
+        "engine_quantization": llm.engine.runner.quantization,
+        "greedy_match": engine_tokens(llm, ids, 32) == want,
+        "float32_greedy_match": engine_tokens(f32, ids, 32) == want,
         "engine_tok_s": engine_tok_s,
+        "float32_tok_s": f32_tok_s,
         "hf_tok_s": hf_tok_s,
         "decode_vs_hf": engine_tok_s / hf_tok_s,
-        "weight_layouts": {f"{o}x{i}": v for (o, i), v in llm.engine.runner.weight_layouts.items()},
+        "decode_float32_vs_hf": f32_tok_s / hf_tok_s,
+        "weight_layouts": {f"{o}x{i}": v for (o, i), v in f32.engine.runner.weight_layouts.items()},
+        "engine_weight_gb_per_token": streamed_weight_gb(llm.engine.runner.model),
         "weight_gb_per_token": weight_gb,
         "stream_gb_s": bandwidth,
         "decode_ceiling_tok_s": bandwidth / weight_gb,
-        "engine_share_of_ceiling": engine_tok_s * weight_gb / bandwidth,
+        "float32_share_of_ceiling": f32_tok_s * weight_gb / bandwidth,
         "hf_share_of_ceiling": hf_tok_s * weight_gb / bandwidth,
     }
 
@@ -304,14 +328,19 @@ def main() -> None:
     llm = TorchLLM(args.model, num_threads=threads)
     report.update(bench_ttft(llm, repeats))
     report["engine_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["engine_rss_now_mb"] = rss_now_mb()
     print("ttft", {k: report[k] for k in ("ttft_cold_s", "ttft_cached_s", "ttft_speedup")})
 
     ids = llm.encode([{"role": "user", "content": STORY}])
-    report.update(bench_decode(llm, args.model, ids, n_decode, repeats))
-    keys = ("greedy_match", "engine_tok_s", "hf_tok_s", "decode_ceiling_tok_s", "weight_layouts")
-    print("decode", {k: report[k] for k in keys})
+    f32 = TorchLLM(args.model, num_threads=threads, quantization="none")
+    report.update(bench_decode(llm, f32, args.model, ids, n_decode, repeats))
+    keys = ("engine_quantization", "greedy_match", "engine_tok_s", "float32_tok_s", "hf_tok_s")
+    print("decode", {k: report[k] for k in (*keys, "decode_ceiling_tok_s")})
 
-    reference = fp32_answers(llm, n_decode, 2 if args.quick else 4)
+    reference = fp32_answers(f32, n_decode, 2 if args.quick else 4)
+    del f32
+    prefix, delta = agreement(llm, reference, n_decode)
+    report["engine_greedy_prefix_match"], report["engine_logprob_delta_per_token"] = prefix, delta
     for mode in ("int8",) if args.quick else ("int8", "int8-dynamic"):
         report.update(bench_quantized(args.model, mode, threads, ids, reference, n_decode, repeats))
     report["decode_int8_vs_hf"] = report["int8_tok_s"] / report["hf_tok_s"]

@@ -27,9 +27,11 @@ class EngineConfig:
         max_model_len: longest prompt + completion; None takes the model's context length,
             capped at ``kv_cache_tokens``.
         dtype: ``"float32"`` (exact dequantised weights) or ``"bfloat16"``.
-        quantization: ``"none"``, ``"gguf"`` (the linear layers keep the GGUF file's own
-            quantised weights, decoded exactly to the float32 values, and run ragloom's AVX2
-            kernel: same products as float32, a quarter of the bytes streamed per token),
+        quantization: ``"auto"`` (``"gguf"`` where it applies: a float32 engine on a model
+            loaded from a GGUF file, on a CPU where the kernel builds; else ``"none"``),
+            ``"none"`` (float32 linear layers), ``"gguf"`` (the linear layers keep the GGUF
+            file's own quantised weights, decoded exactly to the float32 values, and run
+            ragloom's AVX2 kernel: the float32 products from a quarter of the bytes),
             ``"int8"`` (weight-only int8 re-quantisation, bfloat16 activations, the LM head
             kept float32) or ``"int8-dynamic"`` (torch.ao dynamic int8, every linear
             layer); float32 models only.
@@ -53,7 +55,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 512
     max_model_len: int | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
-    quantization: Literal["none", "gguf", "int8", "int8-dynamic"] = "none"
+    quantization: Literal["auto", "none", "gguf", "int8", "int8-dynamic"] = "auto"
     num_threads: int | None = None
     weight_layout: Literal["auto", "row", "transposed"] = "auto"
     batch_weight_copy: bool = True
@@ -66,16 +68,16 @@ class EngineConfig:
             raise ConfigError("kv_cache_tokens must hold at least one block")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
-        if self.quantization not in ("none", "gguf", "int8", "int8-dynamic"):
+        if self.quantization not in ("auto", "none", "gguf", "int8", "int8-dynamic"):
             raise ConfigError(
-                "quantization must be 'none', 'gguf', 'int8' or 'int8-dynamic', got "
+                "quantization must be 'auto', 'none', 'gguf', 'int8' or 'int8-dynamic', got "
                 f"{self.quantization!r}"
             )
         if self.weight_layout not in ("auto", "row", "transposed"):
             raise ConfigError(
                 f"weight_layout must be 'auto', 'row' or 'transposed', got {self.weight_layout!r}"
             )
-        if self.quantization != "none" and self.dtype != "float32":
+        if self.quantization not in ("auto", "none") and self.dtype != "float32":
             raise ConfigError(f"quantization={self.quantization!r} needs dtype='float32'")
         if self.max_model_len is not None and self.max_model_len > self.kv_cache_tokens:
             raise ConfigError(

@@ -12,6 +12,7 @@ and the LLM protocol live in :class:`ragloom.runtime.torch_llm.TorchLLM`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence as Seq
 from typing import Any
@@ -22,10 +23,13 @@ from ragloom.runtime.engine.model_runner import ModelRunner
 from ragloom.runtime.engine.sampler import Sampler
 from ragloom.runtime.engine.scheduler import Scheduler
 from ragloom.runtime.engine.sequence import Sequence
+from ragloom.runtime.layers.gguf_linear import KernelUnavailableError, gguf_kernel
 from ragloom.runtime.llm import Grammar, SamplingParams
 from ragloom.runtime.models.gguf_loader import LoadedModel
 
 __all__ = ["LLMEngine"]
+
+_log = logging.getLogger(__name__)
 
 
 class LLMEngine:
@@ -47,8 +51,7 @@ class LLMEngine:
         self.eos_token_id = loaded.eos_token_ids[0]
         limit = self.config.max_model_len or loaded.config.context_length
         self.max_model_len = min(limit, self.config.kv_cache_tokens)
-        gguf = loaded.gguf_linears() if self.config.quantization == "gguf" else None
-        self.runner = ModelRunner(loaded.model, self.config, gguf)
+        self.runner = ModelRunner(loaded.model, self.config, _gguf_weights(loaded, self.config))
         self.scheduler = Scheduler(self.config)
         self.sampler = Sampler()
         self._grammars: dict[Grammar, Any] = {}
@@ -176,3 +179,21 @@ class LLMEngine:
                 self.tokenizer, self.eos_token_id, self.runner.vocab_size
             )
         return self._tokenizer_info
+
+
+def _gguf_weights(loaded: LoadedModel, config: EngineConfig) -> dict[str, Any] | None:
+    """The file's quantised linear weights when ``config`` runs them: always for ``"gguf"``
+    (errors propagate), for ``"auto"`` where the model came from a GGUF file, the dtype is
+    float32 and the kernel builds here (otherwise the float32 layers run, and the log says why).
+    """
+    if config.quantization == "gguf":
+        gguf_kernel()
+        return loaded.gguf_linears()
+    if config.quantization != "auto" or config.dtype != "float32" or loaded.weights_dir is None:
+        return None
+    try:
+        gguf_kernel()
+    except KernelUnavailableError as exc:
+        _log.info("quantization='auto' runs float32 linear layers: %s", exc)
+        return None
+    return loaded.gguf_linears()

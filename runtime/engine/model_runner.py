@@ -62,10 +62,12 @@ class ModelRunner:
         model: a model from :mod:`ragloom.runtime.models`.
         config: engine settings (KV cache size, dtype, quantisation, threads, weight layout).
         gguf_weights: the GGUF file's quantised linear weights (needed by
-            ``quantization="gguf"``, see :meth:`LoadedModel.gguf_linears`).
+            ``quantization="gguf"``, used by ``"auto"``; see :meth:`LoadedModel.gguf_linears`).
 
     Attributes:
-        weight_layouts: the layout chosen per linear weight shape (``(out, in)`` -> name).
+        quantization: the format the linear layers run in (``"auto"`` resolved).
+        weight_layouts: the layout chosen per float linear weight shape (``(out, in)`` ->
+            name); empty when every linear layer is quantised.
     """
 
     def __init__(
@@ -78,13 +80,16 @@ class ModelRunner:
         torch.set_num_threads(config.num_threads or default_num_threads())
         self.block_size = config.block_size
         dtype = getattr(torch, config.dtype)
-        if config.quantization == "gguf":
+        self.quantization = config.quantization
+        if self.quantization == "auto":
+            self.quantization = "gguf" if gguf_weights and config.dtype == "float32" else "none"
+        if self.quantization == "gguf":
             if gguf_weights is None:
                 raise ConfigError("quantization='gguf' needs the model's GGUF weights")
             use_gguf_weights(model, gguf_weights)
             self.model = model
         else:
-            self.model = quantize_linears(model.to(dtype), config.quantization)
+            self.model = quantize_linears(model.to(dtype), self.quantization)
         self.weight_layouts = choose_weight_layouts(
             self.model, config.weight_layout, batch_copy=config.batch_weight_copy
         )

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,7 +46,8 @@ __all__ = [
 
 _SOURCE = Path(__file__).with_name("gguf_matmul.cpp")
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
-_KERNEL_ROWS = 16  # at most this many rows: the kernel; more: decode once + float32 GEMM
+_KERNEL_ROWS = 16  # at most this many rows: the kernel; more: decoded tiles + float32 GEMM
+_TILE_ROWS = 512  # weight rows decoded at a time for a GEMM (at most 10 MB for 4,864 inputs)
 
 
 class KernelUnavailableError(ConfigError):
@@ -78,7 +80,7 @@ def reference_linear(
 
 
 @functools.cache
-def gguf_kernel() -> object:
+def gguf_kernel() -> Any:
     """The compiled kernel's torch op namespace (``grouped_linear``, ``grouped_dequantize``),
     built on first use and cached per source, torch version and compiler.
 
@@ -166,7 +168,7 @@ class GGUFLinear(nn.Module):
         self.bias = (
             None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
         )
-        self._op: object | None = None
+        self._op: Any = None
         if use_kernel or use_kernel is None:
             try:
                 self._op = gguf_kernel()
@@ -183,18 +185,38 @@ class GGUFLinear(nn.Module):
         """The float32 weight ``[out, in]`` (the values the float32 model holds)."""
         if self._op is None:
             return reference_dequantize(self.q, self.scale, self.offset)
-        return self._op.grouped_dequantize(self.q, self.scale, self._offset_arg())  # type: ignore[attr-defined, no-any-return]
+        return self._op.grouped_dequantize(self.q, self.scale, self._offset_arg())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T + b`` in float32."""
         rows = x.reshape(-1, self.in_features)
-        if self._op is not None and rows.shape[0] <= _KERNEL_ROWS:
-            out = self._op.grouped_linear(rows, self.q, self.scale, self._offset_arg())  # type: ignore[attr-defined]
+        if self._op is None:
+            out = torch.nn.functional.linear(rows, self.dequantize(), self.bias)
+        elif rows.shape[0] <= _KERNEL_ROWS:
+            out = self._op.grouped_linear(rows, self.q, self.scale, self._offset_arg())
             if self.bias is not None:
                 out += self.bias
         else:
-            out = torch.nn.functional.linear(rows, self.dequantize(), self.bias)
-        return out.reshape(*x.shape[:-1], self.out_features)  # type: ignore[no-any-return]
+            out = self._tiled_gemm(rows)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def _tiled_gemm(self, rows: torch.Tensor) -> torch.Tensor:
+        """Many rows: decode ``_TILE_ROWS`` weight rows at a time into a small buffer that stays
+        in the cache, and multiply it with a float32 GEMM.
+
+        subtle: decoding a whole large weight at once allocates more than glibc's mmap
+        threshold (32 MB) on every call, and the page faults cost more than the GEMM."""
+        out_t = torch.empty(self.out_features, rows.shape[0])
+        offset = self.offset
+        for start in range(0, self.out_features, _TILE_ROWS):
+            end = min(start + _TILE_ROWS, self.out_features)
+            tile_offset = _EMPTY if offset is None else offset[start:end]
+            w = self._op.grouped_dequantize(self.q[start:end], self.scale[start:end], tile_offset)
+            if self.bias is None:
+                torch.mm(w, rows.t(), out=out_t[start:end])
+            else:
+                torch.addmm(self.bias[start:end, None], w, rows.t(), out=out_t[start:end])
+        return out_t.t()
 
     def _offset_arg(self) -> torch.Tensor:
         return self.offset if self.offset is not None else _EMPTY

@@ -189,3 +189,31 @@ def test_use_gguf_weights_swaps_only_after_checking_the_values():
     assert type(other[0]) is torch.nn.Linear  # left as it was
     with pytest.raises(ConfigError, match="not a float32 nn.Linear"):
         use_gguf_weights(other, {"missing": (q, scale, offset)})
+
+
+# --- the engine's choice ------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_auto_runs_gguf_weights_where_the_kernel_builds_and_float32_where_not(monkeypatch):
+    from ragloom.runtime.engine.config import EngineConfig
+    from ragloom.runtime.engine.llm_engine import LLMEngine
+    from ragloom.runtime.engine.model_runner import ModelRunner
+    from ragloom.runtime.model_files import resolve_model
+    from ragloom.runtime.models.gguf_loader import load_gguf
+
+    path = resolve_model("smollm2-135m-instruct")
+    config = EngineConfig(num_threads=1, kv_cache_tokens=256)
+    assert LLMEngine(load_gguf(path), config).runner.quantization == "gguf"
+
+    def unavailable():
+        raise KernelUnavailableError("the GGUF kernel needs AVX2 and FMA; this CPU has DEFAULT")
+
+    monkeypatch.setattr("ragloom.runtime.engine.llm_engine.gguf_kernel", unavailable)
+    runner = LLMEngine(load_gguf(path), config).runner
+    assert runner.quantization == "none"
+    assert not any(isinstance(m, GGUFLinear) for m in runner.model.modules())
+    with pytest.raises(KernelUnavailableError, match="AVX2"):
+        LLMEngine(load_gguf(path), EngineConfig(num_threads=1, quantization="gguf"))
+    with pytest.raises(ConfigError, match="GGUF weights"):
+        ModelRunner(load_gguf(path).model, EngineConfig(num_threads=1, quantization="gguf"))
