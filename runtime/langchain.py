@@ -308,9 +308,15 @@ class LangChainLLM(BaseLLM):
         self, prompt: Prompt, params: SamplingParams, usage: Completion
     ) -> Iterator[str]:
         """Stream the chat model; ``usage`` sums the chunks' usage metadata (where the chat
-        model streams any, as :meth:`generate` reads it from the whole message)."""
+        model streams any, as :meth:`generate` reads it from the whole message) and takes
+        the ``finish_reason`` of their response metadata (``"length"`` or ``"stop"``, as
+        :meth:`generate` maps it)."""
         call = self._check(params)
+        usage.finish_reason = "stop"  # a chat model that streams no finish reason
         for chunk in self.chat_model.stream(self.to_messages(prompt), **call):
+            reason = (getattr(chunk, "response_metadata", None) or {}).get("finish_reason")
+            if reason:
+                usage.finish_reason = "length" if reason == "length" else "stop"
             meta = getattr(chunk, "usage_metadata", None) or {}
             usage.prompt_tokens += meta.get("input_tokens", 0)
             usage.completion_tokens += meta.get("output_tokens", 0)

@@ -236,14 +236,32 @@ class BaseLLM(ABC):
         self, prompt: Prompt, params: SamplingParams, usage: Completion
     ) -> Iterator[str]:
         """:meth:`_stream`, also filling ``usage``'s token counts (``prompt_tokens``,
-        ``completion_tokens``, ``cached_tokens``) by the time it ends or is closed.
+        ``completion_tokens``, ``cached_tokens``) and ``finish_reason`` by the time it ends or
+        is closed.
+
+        ``finish_reason`` is the backend's own (``"stop"`` for end-of-sequence or a stop string
+        it applied itself, ``"length"`` at ``max_tokens``); a stop string that :meth:`stream`
+        cuts at makes it ``"stop"`` whatever the backend said.
 
         The default counts as :meth:`generate` does (one completion token per delta, no
-        prompt tokens); backends that know their real token counts override it.
+        prompt tokens, ``"length"`` once ``max_tokens`` deltas came); backends that know their
+        real token counts and finish reason override it.
         """
-        for delta in self._stream(prompt, params):
-            usage.completion_tokens += 1
-            yield delta
+        try:
+            for delta in self._stream(prompt, params):
+                usage.completion_tokens += 1
+                yield delta
+        finally:
+            full = usage.completion_tokens >= params.max_tokens
+            usage.finish_reason = "length" if full else "stop"
+
+    def _stream_finished(
+        self, prompt: Prompt, params: SamplingParams, usage: Completion
+    ) -> Iterator[str]:
+        """:meth:`_stream_counted` for a caller that needs only ``usage.finish_reason``: a
+        backend whose token counts cost something extra may skip them here (the default
+        counts anyway)."""
+        return self._stream_counted(prompt, params, usage)
 
     def stream(
         self,
@@ -251,22 +269,31 @@ class BaseLLM(ABC):
         params: SamplingParams | None = None,
         *,
         usage: Completion | None = None,
+        count_tokens: bool = True,
     ) -> Iterator[str]:
-        """Yield the completion's text deltas; with ``usage``, fill its token counts as the
-        backend counts them (see :meth:`_stream_counted`) by the time the stream ends."""
+        """Yield the completion's text deltas; with ``usage``, fill its token counts and
+        ``finish_reason`` as the backend reports them (see :meth:`_stream_counted`) by the
+        time the stream ends. ``count_tokens=False`` says only ``finish_reason`` is wanted
+        (see :meth:`_stream_finished`)."""
         params = params or SamplingParams()
         emitted = ""
         held = ""  # text that may still turn out to be the start of a stop string
         hold = max((len(s) for s in params.stop), default=0)
-        deltas = (
-            self._stream(prompt, params)
-            if usage is None
-            else self._stream_counted(prompt, params, usage)
-        )
+        if usage is None:
+            deltas = self._stream(prompt, params)
+        elif count_tokens:
+            deltas = self._stream_counted(prompt, params, usage)
+        else:
+            deltas = self._stream_finished(prompt, params, usage)
         for delta in deltas:
             held += delta
             text, stopped = apply_stop(emitted + held, params.stop)
             if stopped:
+                close = getattr(deltas, "close", None)
+                if close is not None:
+                    close()  # end the request (and fill usage) now, not when collected
+                if usage is not None:
+                    usage.finish_reason = "stop"
                 if len(text) > len(emitted):
                     yield text[len(emitted) :]
                 return
@@ -303,16 +330,17 @@ class BaseLLM(ABC):
         params: SamplingParams | None = None,
         *,
         usage: Completion | None = None,
+        count_tokens: bool = True,
     ) -> AsyncIterator[str]:
-        """Run :meth:`stream` (``usage`` included) in a worker thread and hand its deltas to
-        the event loop."""
+        """Run :meth:`stream` (``usage`` and ``count_tokens`` included) in a worker thread and
+        hand its deltas to the event loop."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, str | BaseException | None]] = asyncio.Queue()
         cancelled = threading.Event()
 
         def pump() -> None:
             try:
-                for delta in self.stream(prompt, params, usage=usage):
+                for delta in self.stream(prompt, params, usage=usage, count_tokens=count_tokens):
                     if cancelled.is_set():
                         break
                     loop.call_soon_threadsafe(queue.put_nowait, ("delta", delta))

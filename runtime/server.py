@@ -241,17 +241,25 @@ async def _stream_chunks(
     llm: LLM, prompts: list[Prompt], params: SamplingParams, *, chat: bool, usage: bool
 ) -> AsyncIterator[dict[str, Any]]:
     """The chunks of a streamed reply; with ``usage``, each carries ``"usage": null`` and a
-    last one with no choices carries the backend's token counts over all ``prompts``."""
+    last one with no choices carries the backend's token counts over all ``prompts``.
+
+    Each choice's ``finish_reason`` is the one the backend reports through its usage object
+    (a :class:`BaseLLM` always gets one, asked for or not), so that it is the non-streamed
+    reply's; an LLM that is not a :class:`BaseLLM` gets ``"length"`` once ``max_tokens``
+    pieces came, its best guess.
+    """
     kind = "chat.completion.chunk" if chat else "text_completion"
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"  # one id per stream
     extra: dict[str, Any] = {"usage": None} if usage else {}
     counts: list[Completion] = []
     for index, prompt in enumerate(prompts):
-        if usage:
-            assert isinstance(llm, BaseLLM)  # checked by _stream_usage
-            counts.append(Completion(text=""))
-            deltas = llm.astream(prompt, params, usage=counts[-1])
+        done: Completion | None = None
+        if isinstance(llm, BaseLLM):
+            done = Completion(text="")
+            counts.append(done)
+            deltas = llm.astream(prompt, params, usage=done, count_tokens=usage)
         else:
+            assert not usage  # checked by _stream_usage
             deltas = llm.astream(prompt, params)
         count, pieces = 0, aiter(deltas)
         piece = await anext(pieces, None)  # subtle: errors surface before the first event
@@ -263,7 +271,8 @@ async def _stream_chunks(
             body = _delta(index, {"content": piece}) if chat else _text(index, piece)
             yield _envelope(kind, llm, [body], ident) | extra
             piece = await anext(pieces, None)
-        reason = "length" if count >= params.max_tokens else "stop"
+        guess = "length" if count >= params.max_tokens else "stop"
+        reason = done.finish_reason if done is not None else guess  # filled by the backend
         last = _delta(index, {}, reason) if chat else _text(index, "", reason)
         yield _envelope(kind, llm, [last], ident) | extra
     if usage:

@@ -184,7 +184,8 @@ class TorchLLM(BaseLLM):
     def _stream_counted(
         self, prompt: Prompt, params: SamplingParams, usage: Completion
     ) -> Iterator[str]:
-        """Stream one request; ``usage`` gets its sequence's token counts when it ends."""
+        """Stream one request; ``usage`` gets its sequence's token counts and finish reason
+        when it ends (``"cancelled"`` when the caller left before the engine finished it)."""
         updates: queue.Queue[BaseException | None] = queue.Queue()
         seq = self._background.submit(
             self.encode(prompt), params, lambda s, error: updates.put(error)
@@ -202,12 +203,14 @@ class TorchLLM(BaseLLM):
                 if seq.is_finished and updates.empty():
                     return
         finally:
-            if not seq.is_finished:
+            finished = seq.is_finished
+            if not finished:
                 self._background.abort(seq)
             self._count([seq])
             usage.prompt_tokens = seq.num_prompt_tokens
             usage.completion_tokens = seq.num_completion_tokens
             usage.cached_tokens = seq.num_cached_tokens
+            usage.finish_reason = (seq.finish_reason if finished else None) or "cancelled"
 
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
         """Log-probability of each choice as the continuation of each prompt (batched)."""

@@ -275,13 +275,15 @@ class LlamaCppLLM(BaseLLM):
     def _stream_counted(
         self, prompt: Prompt, params: SamplingParams, usage: Completion
     ) -> Iterator[str]:
-        stats = _Stats()
+        stats, ended = _Stats(), False
         try:
             yield from self._run(prompt, params, stats)
+            ended = True
         finally:
             usage.prompt_tokens = stats.prompt_tokens
             usage.completion_tokens = stats.completion_tokens
             usage.cached_tokens = stats.cached_tokens
+            usage.finish_reason = stats.finish_reason if ended else "cancelled"
 
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams | None = None

@@ -127,16 +127,30 @@ class OpenAILLM(BaseLLM):
         self, prompt: Prompt, params: SamplingParams, usage: Completion
     ) -> Iterator[str]:
         """Ask the server for the stream's usage (``stream_options.include_usage``) and put
-        it in ``usage``."""
+        it in ``usage``, with the finish reason the server streams (``"length"`` or
+        ``"stop"``, as :meth:`generate` maps it; a server that streams none gets
+        ``"length"`` when its completion tokens reached ``max_tokens``)."""
+        return self._deltas(prompt, params, usage, ask_usage=True)
+
+    def _stream_finished(
+        self, prompt: Prompt, params: SamplingParams, usage: Completion
+    ) -> Iterator[str]:
+        """Only the finish reason: the server is not asked for stream usage."""
         return self._deltas(prompt, params, usage)
 
     def _deltas(
-        self, prompt: Prompt, params: SamplingParams, usage: Completion | None
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        usage: Completion | None,
+        *,
+        ask_usage: bool = False,
     ) -> Iterator[str]:
         chat, fields = self._request(prompt, params)
-        if usage is not None:  # not sent otherwise: servers that predate it may refuse it
+        if ask_usage:  # not sent otherwise: servers that predate it may refuse it
             fields["stream_options"] = {"include_usage": True}
         api = self._client.chat.completions if chat else self._client.completions
+        reason: str | None = None
         for chunk in api.create(stream=True, **fields):
             if getattr(chunk, "usage", None) is not None:  # sent by servers that stream usage
                 prompt_tokens, completion_tokens, cached = _usage(chunk.usage)
@@ -147,9 +161,13 @@ class OpenAILLM(BaseLLM):
             if not chunk.choices:
                 continue
             choice = chunk.choices[0]
+            reason = choice.finish_reason or reason
             piece = choice.delta.content if chat else choice.text
             if piece:
                 yield piece
+        if usage is not None:
+            full = reason is None and usage.completion_tokens >= params.max_tokens
+            usage.finish_reason = "length" if reason == "length" or full else "stop"
 
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams | None = None

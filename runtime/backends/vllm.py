@@ -147,7 +147,7 @@ class VLLMLLM(BaseLLM):
     ) -> Iterator[str]:
         [done] = self.generate([prompt], params)
         usage.prompt_tokens, usage.cached_tokens = done.prompt_tokens, done.cached_tokens
-        usage.completion_tokens = done.completion_tokens
+        usage.completion_tokens, usage.finish_reason = done.completion_tokens, done.finish_reason
         yield done.text
 
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:

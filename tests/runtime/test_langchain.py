@@ -9,7 +9,13 @@ from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
     GenericFakeChatModel,
 )
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    HumanMessage,
+    SystemMessage,
+    UsageMetadata,
+)
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.tools import tool
 from pydantic import BaseModel
@@ -154,11 +160,25 @@ def test_langchain_llm_streams_usage_metadata():
     class Metered(GenericFakeChatModel):
         def _stream(self, messages, stop=None, run_manager=None, **kwargs):
             yield from super()._stream(messages, stop, run_manager, **kwargs)
-            meta = {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9}
-            meta |= {"input_token_details": {"cache_read": 3}}
+            meta = UsageMetadata(input_tokens=7, output_tokens=2, total_tokens=9)
+            meta["input_token_details"] = {"cache_read": 3}
             yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=meta))
 
     llm = LangChainLLM(Metered(messages=iter([AIMessage("hello world")])))
     usage = Completion(text="")
     assert "".join(llm.stream("hi", usage=usage)) == "hello world"
     assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (7, 2, 3)
+    assert usage.finish_reason == "stop"  # none streamed: "stop", as generate says
+
+
+def test_langchain_llm_streams_the_finish_reason():
+    class Cut(GenericFakeChatModel):
+        def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+            yield from super()._stream(messages, stop, run_manager, **kwargs)
+            meta = {"finish_reason": "length"}
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta))
+
+    llm = LangChainLLM(Cut(messages=iter([AIMessage("hello world")])))
+    usage = Completion(text="")
+    assert "".join(llm.stream("hi", usage=usage)) == "hello world"
+    assert usage.finish_reason == "length"

@@ -111,3 +111,15 @@ def test_streamed_usage_comes_from_the_server(llm):
         [done] = llm.generate([prompt], params)
         assert text == done.text and usage.completion_tokens == done.completion_tokens == 3
         assert usage.prompt_tokens == done.prompt_tokens
+        assert usage.finish_reason == done.finish_reason == "stop"
+
+
+def test_streamed_finish_reason_comes_from_the_server(llm):
+    params = SamplingParams(max_tokens=2)  # cuts "plain: once upon" after "plain: once"
+    for count_tokens in (True, False):
+        usage = Completion(text="")
+        text = "".join(llm.stream("once upon", params, usage=usage, count_tokens=count_tokens))
+        [done] = llm.generate(["once upon"], params)
+        assert text == done.text and usage.finish_reason == done.finish_reason == "length"
+        # only the finish reason asked for: the server is not asked for stream usage
+        assert usage.completion_tokens == (2 if count_tokens else 0)

@@ -225,3 +225,75 @@ def test_streamed_usage_of_a_real_model(real_llm):
     for usage in (plain, streamed):  # the streamed run may reuse the first one's prefix
         del usage["prompt_tokens_details"]
     assert streamed == plain and plain["prompt_tokens"] > 5 and plain["completion_tokens"] > 0
+
+
+def streamed(client, route, body):
+    """Text and finish reason of a streamed reply (only its last choice chunk has one)."""
+    chunks = events(client.post(route, json=body | {"stream": True}))
+    choices = [c["choices"][0] for c in chunks if c["choices"]]
+    assert all(c["finish_reason"] is None for c in choices[:-1])
+    text = "".join(c["delta"].get("content", "") if "delta" in c else c["text"] for c in choices)
+    return text, choices[-1]["finish_reason"]
+
+
+def unstreamed(client, route, body):
+    """Text and finish reason of the same request, not streamed."""
+    [choice] = client.post(route, json=body).json()["choices"]
+    text = choice["message"]["content"] if "message" in choice else choice["text"]
+    return text, choice["finish_reason"]
+
+
+class OnePiece(FakeLLM):
+    """Streams its reply as one piece, as a backend does that decodes several tokens into
+    one delta: only its own finish reason can tell that ``max_tokens`` cut it."""
+
+    def _stream_counted(self, prompt, params, usage):
+        yield "".join(super()._stream_counted(prompt, params, usage))
+
+
+@pytest.mark.parametrize("backend", [FakeLLM, OnePiece])
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize(
+    ("sampling", "expected"),
+    [
+        ({"max_tokens": 3}, "length"),  # cut after "Paris is the"
+        ({"max_tokens": 50}, "stop"),  # the whole reply
+        ({"max_tokens": 4, "stop": " capital"}, "stop"),  # the stop string ends it at 4 words
+    ],
+)
+@pytest.mark.parametrize("options", [{}, {"stream_options": {"include_usage": True}}])
+def test_streamed_finish_reason_is_the_non_streamed_one(
+    backend, route, sampling, expected, options
+):
+    client = TestClient(create_app(backend(["Paris is the capital of France."])))
+    body = (chat_body() if "chat" in route else {"prompt": "x"}) | sampling
+    plain = unstreamed(client, route, body)
+    assert plain[1] == expected
+    assert streamed(client, route, body | options) == plain
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("question", "max_tokens", "expected"),
+    [
+        ("Say hi with an emoji.", 6, "length"),  # emoji: several tokens to a streamed piece
+        ("What is 2+2? Answer with the number only.", 40, "stop"),  # ends by itself
+        ("What is 2+2? Answer with the number only.", 8, "stop"),  # torch: the 8th is its EOS
+    ],
+)
+def test_streamed_finish_reason_of_a_real_model(real_llm, question, max_tokens, expected):
+    client = TestClient(create_app(real_llm))
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens}
+    body |= {"temperature": 0}
+    route = "/v1/chat/completions"
+    plain = client.post(route, json=body).json()
+    text, reason = streamed(client, route, body)
+    assert (text, reason) == (plain["choices"][0]["message"]["content"], expected)
+    assert plain["choices"][0]["finish_reason"] == expected
+    chunks = events(client.post(route, json=body | USAGE))  # counts asked for: same reason
+    *content, last = chunks
+    assert content[-1]["choices"][0]["finish_reason"] == expected
+    tokens = last["usage"]["completion_tokens"]
+    assert tokens <= max_tokens and (tokens == max_tokens or expected == "stop")
+    if expected == "length":  # fewer pieces than tokens: counting pieces would say "stop"
+        assert len([c for c in content if c["choices"][0]["delta"].get("content")]) < tokens

@@ -147,3 +147,4 @@ def test_stream_reports_the_request_usage(llm):
     usage = Completion(text="")
     assert "".join(llm.stream("hi", usage=usage)) == "ok"
     assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (2, 2, 3)
+    assert usage.finish_reason == "length"  # vLLM's own, as generate reports it
