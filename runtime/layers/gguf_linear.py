@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ __all__ = [
 _SOURCE = Path(__file__).with_name("gguf_matmul.cpp")
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
 _KERNEL_ROWS = 16  # at most this many rows: the kernel; more: decoded tiles + float32 GEMM
-_TILE_ROWS = 512  # weight rows decoded at a time for a GEMM (at most 10 MB for 4,864 inputs)
+_TILE_ROWS = 256  # weight rows decoded at a time for a GEMM (5 MB for 4,864 inputs)
 
 
 class KernelUnavailableError(ConfigError):
@@ -201,17 +202,21 @@ class GGUFLinear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def _tiled_gemm(self, rows: torch.Tensor) -> torch.Tensor:
-        """Many rows: decode ``_TILE_ROWS`` weight rows at a time into a small buffer that stays
-        in the cache, and multiply it with a float32 GEMM.
+        """Many rows: decode ``_TILE_ROWS`` weight rows at a time into a scratch buffer that
+        stays in the cache, and multiply each tile with a float32 GEMM.
 
-        subtle: decoding a whole large weight at once allocates more than glibc's mmap
-        threshold (32 MB) on every call, and the page faults cost more than the GEMM."""
+        subtle: decoding into fresh memory page-faults on every call (large allocations are
+        mmapped afresh), which cost more than the GEMM; the buffer is reused per thread."""
         out_t = torch.empty(self.out_features, rows.shape[0])
+        tile = _scratch(min(_TILE_ROWS, self.out_features) * self.in_features)
         offset = self.offset
         for start in range(0, self.out_features, _TILE_ROWS):
             end = min(start + _TILE_ROWS, self.out_features)
+            w = tile[: (end - start) * self.in_features].view(end - start, self.in_features)
             tile_offset = _EMPTY if offset is None else offset[start:end]
-            w = self._op.grouped_dequantize(self.q[start:end], self.scale[start:end], tile_offset)
+            self._op.grouped_dequantize_out(
+                self.q[start:end], self.scale[start:end], tile_offset, w
+            )
             if self.bias is None:
                 torch.mm(w, rows.t(), out=out_t[start:end])
             else:
@@ -227,6 +232,15 @@ class GGUFLinear(nn.Module):
 
 
 _EMPTY = torch.empty(0)
+_local = threading.local()
+
+
+def _scratch(numel: int) -> torch.Tensor:
+    """This thread's float32 scratch buffer, at least ``numel`` long."""
+    buffer: torch.Tensor | None = getattr(_local, "buffer", None)
+    if buffer is None or buffer.numel() < numel:
+        buffer = _local.buffer = torch.empty(numel)
+    return buffer
 
 
 def _check(
