@@ -1,5 +1,6 @@
 """ragloom.runtime.layers: one module per layer of the embedded engine's models (RMSNorm,
-rotary, paged attention, linear (transposed layout, int8), embedding/LM head, activation).
+rotary, paged attention, linear (transposed layout, int8, GGUF-quantised through ragloom's AVX2
+kernel), embedding/LM head, activation).
 Torch is imported on first use of a name."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from ragloom._lazy import lazy_getattr
 # public name -> module that defines it (imported on first use).
 _LAZY: dict[str, str] = {
     "AttentionMetadata": "ragloom.runtime.layers.attention",
+    "GGUFLinear": "ragloom.runtime.layers.gguf_linear",
+    "KernelUnavailableError": "ragloom.runtime.layers.gguf_linear",
     "LMHead": "ragloom.runtime.layers.embedding",
     "PagedAttention": "ragloom.runtime.layers.attention",
     "RMSNorm": "ragloom.runtime.layers.rmsnorm",

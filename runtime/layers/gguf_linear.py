@@ -47,7 +47,7 @@ __all__ = [
 
 _SOURCE = Path(__file__).with_name("gguf_matmul.cpp")
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
-_KERNEL_ROWS = 16  # at most this many rows: the kernel; more: decoded tiles + float32 GEMM
+_KERNEL_ROWS = 32  # at most this many rows: the kernel; more: decoded tiles + float32 GEMM
 _TILE_ROWS = 256  # weight rows decoded at a time for a GEMM (5 MB for 4,864 inputs)
 
 

@@ -23,6 +23,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <immintrin.h>
+#include <algorithm>
 
 namespace {
 
@@ -70,31 +71,43 @@ inline void rows_dot(const float* x, int64_t ldx, const int8_t* q, const float* 
 }
 
 template <bool kOffset>
+inline void rows_dot_any(const float* x, int64_t M, const int8_t* qn, const float* sn, const float* on,
+                         int64_t K, int64_t g, float* y, int64_t N) {
+  int64_t m = 0;
+  // a batch of decodes: 8 rows share each decoded weight (8 accumulators + the weight
+  // and its scale/offset fit AVX2's 16 registers)
+  for (; m + 8 <= M; m += 8) rows_dot<8, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N, N);
+  for (; m + 4 <= M; m += 4) rows_dot<4, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N, N);
+  switch (M - m) {
+    case 3: rows_dot<3, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N, N); break;
+    case 2:
+      if (g % 16 == 0) rows_dot<2, 2, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N, N);
+      else rows_dot<2, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N, N);
+      break;
+    case 1:  // a decode step: unroll so 4 (or 2) FMA chains run at once
+      if (g % 32 == 0) rows_dot<1, 4, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N, N);
+      else if (g % 16 == 0) rows_dot<1, 2, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N, N);
+      else rows_dot<1, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N, N);
+      break;
+    default: break;
+  }
+}
+
+template <bool kOffset>
 void linear_impl(const float* x, int64_t M, const int8_t* q, const float* sc, const float* off,
                  int64_t N, int64_t K, int64_t g, float* y) {
   const int64_t groups = K / g;
+  // weight rows are taken in tiles that stay in L2 while every 8-row block of x (in L1)
+  // passes over them
+  const int64_t tile = std::max<int64_t>(8, (64 << 10) / K);
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      const int8_t* qn = q + n * K;
-      const float* sn = sc + n * groups;
-      const float* on = kOffset ? off + n * groups : nullptr;
-      int64_t m = 0;
-      // a batch of decodes: 8 rows share each decoded weight (8 accumulators + the weight
-      // and its scale/offset fit AVX2's 16 registers)
-      for (; m + 8 <= M; m += 8) rows_dot<8, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N + n, N);
-      for (; m + 4 <= M; m += 4) rows_dot<4, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N + n, N);
-      switch (M - m) {
-        case 3: rows_dot<3, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N + n, N); break;
-        case 2:
-          if (g % 16 == 0) rows_dot<2, 2, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N + n, N);
-          else rows_dot<2, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N + n, N);
-          break;
-        case 1:  // a decode step: unroll so 4 (or 2) FMA chains run at once
-          if (g % 32 == 0) rows_dot<1, 4, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N + n, N);
-          else if (g % 16 == 0) rows_dot<1, 2, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N + n, N);
-          else rows_dot<1, 1, kOffset>(x + m * K, K, qn, sn, on, K, g, y + m * N + n, N);
-          break;
-        default: break;
+    for (int64_t t = begin; t < end; t += tile) {
+      const int64_t t_end = std::min(end, t + tile);
+      for (int64_t m = 0; m < M; m += 8) {
+        const int64_t rows = std::min<int64_t>(8, M - m);
+        for (int64_t n = t; n < t_end; ++n)
+          rows_dot_any<kOffset>(x + m * K, rows, q + n * K, sc + n * groups, kOffset ? off + n * groups : nullptr,
+                                K, g, y + m * N + n, N);
       }
     }
   });

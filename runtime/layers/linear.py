@@ -1,5 +1,7 @@
 """Linear layers: plain ``nn.Linear`` in the models, a transposed weight layout for decoding,
-int8 variants through torch's own kernels.
+int8 variants through torch's own kernels. (The engine's default keeps a GGUF file's own
+quantised weights instead: :mod:`ragloom.runtime.layers.gguf_linear`; the float32 layouts here
+run where that does not apply.)
 
 ``choose_weight_layouts`` stores the weight of every linear layer (the LM head included) in
 whichever layout runs a decode step faster on this CPU, timed once at load time per shape:

@@ -13,6 +13,7 @@ _LAZY: dict[str, str] = {
     "Qwen2ForCausalLM": "ragloom.runtime.models.qwen2",
     "hf_greedy": "ragloom.runtime.models.reference",
     "hf_reference": "ragloom.runtime.models.reference",
+    "load_gguf_linears": "ragloom.runtime.models.gguf_quant",
     "load_gguf": "ragloom.runtime.models.gguf_loader",
 }
 
