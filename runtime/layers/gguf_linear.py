@@ -102,7 +102,11 @@ def gguf_kernel() -> Any:
     library = cache_dir("kernels") / f"gguf_matmul-{key[:16]}.so"
     if not library.exists():
         _build(compiler, library)
-    torch.ops.load_library(str(library))
+    try:
+        torch.ops.load_library(str(library))
+    except OSError as exc:  # a damaged file in the cache: drop it so the next call rebuilds
+        library.unlink(missing_ok=True)
+        raise KernelUnavailableError(f"cannot load the GGUF kernel {library}: {exc}") from exc
     return torch.ops.ragloom_gguf
 
 

@@ -119,6 +119,21 @@ def test_failing_build_reports_the_compiler_output(monkeypatch, tmp_path):
         gguf_kernel.cache_clear()
 
 
+def test_damaged_cached_library_is_reported_and_dropped(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))
+    gguf_kernel.cache_clear()
+    monkeypatch.setattr(
+        "ragloom.runtime.layers.gguf_linear._build",
+        lambda c, lib: lib.write_bytes(b"not an ELF file"),
+    )
+    try:
+        with pytest.raises(KernelUnavailableError, match="cannot load the GGUF kernel"):
+            gguf_kernel()
+        assert not list((tmp_path / "cache" / "kernels").iterdir())  # rebuilt on the next call
+    finally:
+        gguf_kernel.cache_clear()
+
+
 # --- unpacking GGUF blocks -------------------------------------------------------------------
 
 _FP16_FIELDS = {  # byte ranges of each type's float16 fields (scale, minimum)
