@@ -4,33 +4,36 @@
     descriptions and few-shot plans, ~30-token question): cold (prefix cache emptied) versus a
     new question behind the cached prefix. Target: at least 5x.
 (b) single-stream decode tokens/s (decode only: the time of n tokens minus the time of 1) of
-    the engine against HF transformers ``generate`` on the same weights and dtype (float32),
-    target 2x; against llama.cpp (ragloom's cyllama backend on the original quantised GGUF, the
-    CPU ceiling); and of the engine with int8 weight-only quantisation (and, without ``--quick``,
-    torch.ao dynamic int8), whose quality against float32 is the share of the float32 engine's
-    greedy tokens it reproduces before the first difference, and the change in log-probability
-    per token it gives the float32 engine's answers.
+    the engine (its default ``quantization="auto"``: the GGUF file's own weights through
+    ragloom's kernel, float32 arithmetic on exactly the float32 model's weights) and of the
+    engine with float32 weights (``"none"``), against HF transformers ``generate`` on the same
+    weights in float32, target 2x; against llama.cpp (ragloom's cyllama backend on the same
+    GGUF, the CPU ceiling); and of the engine with int8 weight-only re-quantisation (and,
+    without ``--quick``, torch.ao dynamic int8). Quality against float32 is the share of the
+    float32 engine's greedy tokens an engine reproduces before the first difference, and the
+    change in log-probability per token it gives the float32 engine's answers.
 (c) total throughput of 8 concurrent requests (``agenerate`` from 8 tasks) against running them
     one after another on the same engine. Target: at least 3x.
-(d) peak resident memory: ``engine_rss_mb`` after (a) (the float32 engine alone, weights and
-    KV cache touched), ``peak_rss_mb`` at the end (HF reference, int8 engine and llama.cpp too).
+(d) resident memory: ``engine_rss_mb`` (peak) and ``engine_rss_now_mb`` after (a), the default
+    engine alone with its weights and KV cache touched; ``peak_rss_mb`` at the end (HF
+    reference, float32 and int8 engines and llama.cpp too).
 
-``greedy_match`` says whether the engine's first 32 greedy tokens equal the HF reference's.
-Every backend uses the same number of threads (``--threads``; default: idle cores). The CPU may
-be shared, so timings are medians of a few repeats; ratios are measured in the same run.
+``greedy_match`` says whether the engine's first 32 greedy tokens equal the HF reference's
+(``float32_greedy_match`` the same for the float32 engine). Every backend uses the same number
+of threads (``--threads``; default: idle cores). The CPU may be shared, so timings are medians
+of a few repeats, the backends take turns, and ratios are measured in the same run.
 
-Measured here (Qwen2.5-Coder-0.5B, ``--threads 1`` on 2 shared cores, full runs, 2026-11-29;
-three runs after the weight-layout work, the last after int8 kept its LM head in float32): TTFT
-12.4-13.5 s cold -> 0.58-0.68 s cached (19-22x); greedy_match true; decode float32 7.5-9.6 tok/s
-vs HF 5.9-8.0 (1.18-1.27x). The float32 memory-bandwidth ceiling (1.98 GB of weights per token
-at the 20.4-23.8 GB/s this CPU streamed) is 10.3-12.0 tok/s: the engine ran at 69-80% of it, HF
-at 57-66%, so 2x HF at equal dtype would need about 1.3x the ceiling. int8 weight-only 8.7-10.6
-tok/s (1.43-1.81x HF, 2 runs) with greedy tokens identical to float32's on all four questions
-(was 0.45 agreement with an int8 LM head); torch.ao dynamic int8 15.3 tok/s (2.6x HF; 0.15
-agreement, -0.16 log-prob per token); llama.cpp Q4_K_M 21.0-24.2 tok/s; 8 concurrent requests
-2.66-3.05x the throughput of sequential at 1 thread (4.84x in a 2-thread run; 2.1x without the
-packed weight copies); RSS of the engine alone 5.7-6.2 GB (float32 weights, packed copies, KV
-cache), peak 11.0 GB with HF, the int8 engines and llama.cpp loaded too.
+Measured here (Qwen2.5-Coder-0.5B, ``--threads 1`` on 2 shared cores, full runs, 2026-11-29),
+after the engine ran the GGUF weights by default (four clean runs; TTFT from the three after the
+tiled prefill fix): TTFT 12.3-13.8 s cold -> 0.67-0.83 s cached (16.6-19.2x); greedy_match true,
+agreement with float32 1.0 (log-prob change 0.0); decode 13.5-16.3 tok/s vs HF 6.5-7.5
+(2.06-2.51x), float32 layers 7.9-9.3 tok/s (1.21-1.44x). The float32 memory-bandwidth ceiling
+(1.98 GB of weights per token at the 19-26 GB/s this CPU streamed) is 9.6-13.2 tok/s; the
+engine streams 0.57 GB per token. llama.cpp Q4_K_M 20.9-23.4 tok/s (engine 0.64-0.78x); 8
+concurrent requests 1.94-2.24x sequential (21.9-27.9 vs 11.2-13.3 tok/s); RSS of the engine
+alone 3.5 GB, peak 13.3-14.0 GB with everything loaded.
+Before (float32 layers, three runs): TTFT 19-22x, decode 1.18-1.27x HF, batch 2.66-3.05x, RSS
+5.7-6.2 GB.
 
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.
