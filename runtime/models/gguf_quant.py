@@ -112,11 +112,6 @@ def unpack(data: np.ndarray, qtype: Any, shape: tuple[int, int]) -> GroupedWeigh
     return q, scale.reshape(rows, groups), offset
 
 
-def _unpermute(w: np.ndarray, num_heads: int) -> np.ndarray:
-    """Undo llama.cpp's interleaved-rope row order (``[h, d/2, 2] -> [h, 2, d/2]``)."""
-    return w.reshape(num_heads, -1, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def _concat(parts: list[GroupedWeight]) -> GroupedWeight:
     """Stack row blocks; different group sizes meet at the smallest, a missing offset is 0."""
     groups = max(p[1].shape[1] for p in parts)
@@ -149,6 +144,8 @@ def _sources(cfg: ModelConfig, names: set[str]) -> dict[str, list[str]]:
 
 def _read(path: Path, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Tensor]:
     from gguf import GGUFReader
+
+    from ragloom.runtime.models.gguf_loader import _unpermute  # the float32 loader's own
 
     reader = GGUFReader(path)
     tensors = {t.name: t for t in reader.tensors}
@@ -186,19 +183,25 @@ def load_gguf_linears(
 
     Args:
         path: the GGUF file.
-        folder: its converted-weights cache folder (written atomically).
+        folder: its converted-weights cache folder (written atomically; a damaged cache file
+            is rebuilt).
         cfg: the model's config.
         permute_qk: whether Q/K rows are in llama.cpp's interleaved order.
     """
     from safetensors.torch import load_file, save_file
 
     cached = folder / _CACHE_NAME
-    if not cached.exists():
+    state = None
+    if cached.exists():
+        try:
+            state = load_file(cached)
+        except Exception:  # a damaged cache file (safetensors raises several kinds): rebuild
+            state = None
+    if state is None:
         state = _read(path, cfg, permute_qk)
         tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
         save_file(state, tmp, metadata={"source": json.dumps(path.name)})
         os.replace(tmp, cached)
-    state = load_file(cached)
     layers: dict[str, Any] = {}
     for key in state:
         layer, part = key.rsplit(".", 1)

@@ -183,6 +183,21 @@ def test_unpack_leaves_other_types_out():
     assert unpack(data, gguf.GGMLQuantizationType.F16, (2, 64)) is None
 
 
+@pytest.mark.model
+def test_a_damaged_cache_file_is_rebuilt(tmp_path):
+    from ragloom.runtime.model_files import resolve_model
+    from ragloom.runtime.models.gguf_loader import load_gguf
+    from ragloom.runtime.models.gguf_quant import load_gguf_linears
+
+    loaded = load_gguf(resolve_model("smollm2-135m-instruct"))
+    want = loaded.gguf_linears()
+    (tmp_path / "gguf_linears.v1.safetensors").write_bytes(b"\x00" * 100)  # truncated junk
+    got = load_gguf_linears(loaded.path, tmp_path, loaded.config, permute_qk=True)
+    assert sorted(got) == sorted(want)
+    name = "model.layers.0.self_attn.qkv_proj"  # llama's Q/K rows un-permuted like the floats
+    assert all(torch.equal(a, b) for a, b in zip(got[name], want[name], strict=True))
+
+
 # --- swapping a model's layers ------------------------------------------------------------
 
 
