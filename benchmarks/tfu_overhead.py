@@ -27,6 +27,12 @@ Schedulers, all run in this process on the same DAGs:
   commented-out parallel line) instead of being run inline one after another, and the pool
   has a thread per task instead of the default ``min(32, cpus + 4)``.
 
+The asyncio schedulers run on the event loop that ragloom starts for itself
+(:func:`ragloom.run_sync`: uvloop's where it is installed; the JSON says which as
+``event_loop``). On the independent DAG, ``ragloom_stdloop`` and ``floor_stdloop`` run ragloom's
+unit and the bare ``asyncio.gather`` on the standard library's loop as well, alternating with
+the others: most of the cost of 200 tasks at once is the loop's own (creating and waking tasks).
+
 Fast schedulers are run 5 times per DAG and the run with the median ratio is reported (the
 250 ms poller once with ``--quick``, 3 times otherwise); timings on a shared machine are noisy.
 Each fast scheduler first runs once untimed, so that no figure includes a first call's imports
@@ -50,11 +56,21 @@ import json
 import random
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from ragloom import Plan, StreamingPlanParser, Task, TaskFetchingUnit, Tool, ToolRegistry, Trace
+from ragloom import (
+    Plan,
+    StreamingPlanParser,
+    Task,
+    TaskFetchingUnit,
+    Tool,
+    ToolRegistry,
+    Trace,
+    event_loop_factory,
+    run_sync,
+)
 
 Spans = dict[int, tuple[float, float]]  # task id -> (tool start, tool end), perf_counter
 
@@ -276,13 +292,26 @@ async def run_floor(dag: Dag) -> tuple[float, Spans]:
     return time.perf_counter() - start, spans
 
 
+# the event loop ragloom starts for itself (ragloom.run_sync): uvloop's where installed
+LOOP = event_loop_factory()
+LOOP_NAME = type(LOOP()).__module__.split(".")[0]
+
+
+def on(factory: Callable[[], asyncio.AbstractEventLoop], coro: Coroutine) -> tuple[float, Spans]:
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
 RUNNERS: dict[str, Callable] = {
-    "ragloom": lambda dag: asyncio.run(run_ragloom(dag)),
-    "ragloom_sync": lambda dag: asyncio.run(run_ragloom(dag, sync=True)),
-    "ragloom_traced": lambda dag: asyncio.run(run_ragloom(dag, traced=True)),
-    "poll10ms": lambda dag: asyncio.run(run_poll10ms(dag)),
+    "ragloom": lambda dag: on(LOOP, run_ragloom(dag)),
+    "ragloom_sync": lambda dag: on(LOOP, run_ragloom(dag, sync=True)),
+    "ragloom_traced": lambda dag: on(LOOP, run_ragloom(dag, traced=True)),
+    "poll10ms": lambda dag: on(LOOP, run_poll10ms(dag)),
     "poll250ms": run_poll250ms,
-    "asyncio_floor": lambda dag: asyncio.run(run_floor(dag)),
+    "asyncio_floor": lambda dag: on(LOOP, run_floor(dag)),
+    # the same two on the standard library's loop, for comparison
+    "ragloom_stdloop": lambda dag: on(asyncio.new_event_loop, run_ragloom(dag)),
+    "floor_stdloop": lambda dag: on(asyncio.new_event_loop, run_floor(dag)),
 }
 
 
@@ -324,14 +353,17 @@ def main() -> None:
     # median of several runs for the fast schedulers; the 250 ms poller takes ~20 s a round
     repeats = {"ragloom": 5, "poll10ms": 5, "poll250ms": 1 if args.quick else 3}
     repeats |= {"ragloom_sync": 5, "asyncio_floor": 5, "ragloom_traced": 5}
+    repeats |= {"ragloom_stdloop": 5, "floor_stdloop": 5}
     dags = [independent(), chain(), random_dag()]
     results: dict[str, dict[str, Result]] = {name: {} for name in repeats}
+    print(f"event loop: {LOOP_NAME} (ragloom's own; *_stdloop: the standard library's)")
     head = ("DAG", "scheduler", "wall ms", "÷ crit.", "÷ nominal", "disp. p50")
     print("{:22} {:14} {:>9} {:>8} {:>9} {:>9}".format(*head))
     # on the independent DAG, ragloom's runs alternate with the floor's (same load moments)
-    for name in ("ragloom", "ragloom_traced", "asyncio_floor", "poll10ms"):
+    firsts = ["ragloom", "ragloom_traced", "asyncio_floor", "ragloom_stdloop", "floor_stdloop"]
+    for name in (*firsts, "poll10ms"):
         RUNNERS[name](dags[0])  # warm-up, untimed
-    plan = [(dags[0], ["ragloom", "ragloom_traced", "asyncio_floor"])]
+    plan = [(dags[0], firsts)]
     plan += [(dags[0], ["poll10ms"]), (dags[0], ["poll250ms"])]
     plan += [(dag, [name]) for dag in dags[1:] for name in ("ragloom", "poll10ms", "poll250ms")]
     plan += [(dags[0], ["ragloom_sync"])]
@@ -339,7 +371,7 @@ def main() -> None:
         for name, r in median_runs(names, dag, repeats[names[0]]).items():
             results[name][dag.name] = r
             print(row(dag.name, name, r))
-    stream = asyncio.run(streamed_plan())
+    stream = run_sync(streamed_plan())
     print(
         f"streamed plan: first task started at {stream['first_task_start_ms']} ms, "
         f"the plan stream ended at {stream['plan_stream_end_ms']} ms"
@@ -360,6 +392,9 @@ def summary(results: dict[str, dict[str, Result]], stream: dict, repeats: dict) 
         "poll250ms_ratio_max": worst("poll250ms"),
         "asyncio_floor_ratio": worst("asyncio_floor"),  # (independent DAG only)
         "ragloom_traced_ratio": worst("ragloom_traced"),  # (independent DAG only)
+        "event_loop": LOOP_NAME,
+        "ragloom_stdloop_ratio": worst("ragloom_stdloop"),  # (independent DAG only)
+        "asyncio_floor_stdloop_ratio": worst("floor_stdloop"),  # (independent DAG only)
         "dispatch_ms_p50": dispatch("ragloom", 50),
         "dispatch_ms_p90": dispatch("ragloom", 90),
         "poll10ms_dispatch_ms_p50": dispatch("poll10ms", 50),

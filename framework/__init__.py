@@ -50,10 +50,12 @@ _LAZY: dict[str, str] = {
     "Tool": "ragloom.tools",
     "ToolRegistry": "ragloom.tools",
     "Trace": "ragloom.trace",
+    "event_loop_factory": "ragloom._sync",
     "find_refs": "ragloom.plan",
     "next_task_id": "ragloom.agent",
     "parse_plan": "ragloom.plan_parser",
     "resolve_args": "ragloom.plan",
+    "run_sync": "ragloom._sync",
     "tool": "ragloom.tools",
 }
 

@@ -18,7 +18,6 @@ the joiner themselves live in :mod:`ragloom.planners`. The graph machinery is in
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -293,7 +292,7 @@ class Agent:
 
         def work() -> None:
             try:
-                asyncio.run(pump())
+                run_sync(pump())
                 box.put(None)
             except BaseException as exc:  # re-raised in the caller's thread
                 box.put(exc)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ragloom._lazy import require
+from ragloom._sync import run_sync
 from ragloom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """Each call is a Ray remote task (``num_cpus`` each); async tools run with ``asyncio.run``
+    """Each call is a Ray remote task (``num_cpus`` each); async tools run with ``run_sync``
     inside the worker. Starts a local Ray instance if none is initialized (dashboard off).
 
     Args:
@@ -113,5 +114,5 @@ def make_executor(kind: str, *, max_workers: int | None = None) -> Executor:
 
 def _run_in_worker(fn: Callable[..., Any], is_async: bool, kwargs: dict[str, Any]) -> Any:
     if is_async:
-        return asyncio.run(fn(**kwargs))
+        return run_sync(fn(**kwargs))
     return fn(**kwargs)

@@ -21,6 +21,7 @@ from typing import Any, overload
 import pydantic
 from pydantic_core import SchemaValidator
 
+from ragloom._sync import run_sync
 from ragloom._tool_schema import (
     describe_errors,
     first_paragraph,
@@ -199,7 +200,8 @@ class Tool:
         return await with_timeout(self.acall(kwargs, executor), self.timeout, self.name)
 
     def invoke(self, args: dict[str, Any]) -> Any:
-        """Validate ``args`` and run the tool in this thread (async tools via ``asyncio.run``).
+        """Validate ``args`` and run the tool in this thread (an async tool on a loop of its
+        own, through :func:`ragloom.run_sync`).
 
         Raises:
             ToolError: an async tool (or one with a timeout) is invoked from inside a running
@@ -210,7 +212,7 @@ class Tool:
             return self.call(kwargs)
         if _loop_running():
             raise ToolError("invoke() inside a running event loop: await ainvoke()", tool=self.name)
-        return asyncio.run(self.ainvoke(kwargs))
+        return run_sync(self.ainvoke(kwargs))
 
     async def acall(self, kwargs: dict[str, Any], executor: Executor | None = None) -> Any:
         """Run the tool on already validated keyword arguments (no timeout)."""
@@ -223,7 +225,7 @@ class Tool:
     def call(self, kwargs: dict[str, Any]) -> Any:
         """Run the tool synchronously on validated keyword arguments (used by remote workers)."""
         if self.coroutine is not None:
-            return asyncio.run(self.coroutine(**kwargs))
+            return run_sync(self.coroutine(**kwargs))
         assert self.func is not None
         return self.func(**kwargs)
 

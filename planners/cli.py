@@ -40,10 +40,9 @@ def ask(
     k: int = typer.Option(4, help="Passages per search."),
 ) -> None:
     """Answer a question over an existing index with the planner agent (streamed)."""
-    import asyncio
-
     from rich.console import Console
 
+    from ragloom._sync import run_sync
     from ragloom.agent import Agent
     from ragloom.planners.demo import search_tool, stream_answer
     from ragloom.planners.llmcompiler import LLMCompilerPlanner
@@ -56,4 +55,4 @@ def ask(
     llm = load_llm(model) if model else load_llm()
     planner = LLMCompilerPlanner(llm, examples=MULTIHOP_EXAMPLES)
     agent = Agent(llm, [search_tool(retriever, k=k)], planner=planner, max_replans=1)
-    asyncio.run(stream_answer(console, agent, question))
+    run_sync(stream_answer(console, agent, question))

@@ -170,8 +170,7 @@ def run_demo(
 
     ``llm`` and ``embedder`` replace the embedded model and MiniLM (tests use fakes).
     """
-    import asyncio
-
+    from ragloom._sync import run_sync
     from ragloom.agent import Agent
     from ragloom.planners.llmcompiler import LLMCompilerPlanner
     from ragloom.planners.prompts import MULTIHOP_EXAMPLES
@@ -203,7 +202,7 @@ def run_demo(
     ask = question or corpus.question
     console.rule("[bold]3. Plan lines as they stream, and the task timeline")
     console.print(f"[bold]Question:[/bold] {ask}\n")
-    return asyncio.run(stream_answer(console, agent, ask))
+    return run_sync(stream_answer(console, agent, ask))
 
 
 async def stream_answer(console: Console, agent: Any, question: str) -> Any:
