@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("gguf_matmul.cpp")
+_KEEP_BUILDS = 3  # cached kernel builds kept (other torch versions or compilers in use)
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
 _KERNEL_ROWS = 32  # at most this many rows: the kernel; more: decoded tiles + float32 GEMM
 _TILE_ROWS = 256  # weight rows decoded at a time for a GEMM (5 MB for 4,864 inputs)
@@ -100,14 +101,37 @@ def gguf_kernel() -> Any:
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(source + f"{torch.__version__} {compiler} {_FLAGS}".encode()).hexdigest()
     library = cache_dir("kernels") / f"gguf_matmul-{key[:16]}.so"
-    if not library.exists():
+    if library.exists():
+        _touch(library)
+    else:
         _build(compiler, library)
+        _prune(library)
     try:
         torch.ops.load_library(str(library))
     except OSError as exc:  # a damaged file in the cache: drop it so the next call rebuilds
         library.unlink(missing_ok=True)
         raise KernelUnavailableError(f"cannot load the GGUF kernel {library}: {exc}") from exc
     return torch.ops.ragloom_gguf
+
+
+def _touch(library: Path) -> None:
+    """Mark a cached library as used now (its age decides what :func:`_prune` keeps)."""
+    try:
+        os.utime(library)
+    except OSError:  # (a read-only cache is still usable)
+        pass
+
+
+def _prune(library: Path) -> None:
+    """Delete all but the ``_KEEP_BUILDS`` most recently used builds beside ``library``:
+    each new source, torch version or compiler is a new file, and old ones are never loaded
+    again (a process that has one loaded keeps its mapping)."""
+    builds = sorted(
+        library.parent.glob("gguf_matmul-*.so"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    for old in builds[_KEEP_BUILDS:]:
+        if old != library:
+            old.unlink(missing_ok=True)
 
 
 def _build(compiler: str, library: Path) -> None:

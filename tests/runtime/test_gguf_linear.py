@@ -7,6 +7,8 @@ The engine-level check (greedy tokens equal the float32 reference) is in
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +132,36 @@ def test_damaged_cached_library_is_reported_and_dropped(monkeypatch, tmp_path):
         with pytest.raises(KernelUnavailableError, match="cannot load the GGUF kernel"):
             gguf_kernel()
         assert not list((tmp_path / "cache" / "kernels").iterdir())  # rebuilt on the next call
+    finally:
+        gguf_kernel.cache_clear()
+
+
+def test_new_builds_prune_the_least_recently_used(monkeypatch, tmp_path):
+    kernels = tmp_path / "cache" / "kernels"
+    kernels.mkdir(parents=True)
+    old = [kernels / f"gguf_matmul-{i:016x}.so" for i in range(5)]
+    for age, path in enumerate(old):
+        path.write_bytes(b"x")
+        os.utime(path, (1e9 - age * 1000, 1e9 - age * 1000))  # old[0] most recently used
+    other = kernels / "something-else.so"
+    other.write_bytes(b"x")
+    monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        "ragloom.runtime.layers.gguf_linear._build", lambda c, lib: lib.write_bytes(b"so")
+    )
+    monkeypatch.setattr(torch.ops, "load_library", lambda path: None)
+    gguf_kernel.cache_clear()
+    try:
+        gguf_kernel()
+        new = set(kernels.iterdir()) - {*old, other}
+        assert len(new) == 1
+        assert set(kernels.iterdir()) == {*new, old[0], old[1], other}
+        # loading a cached build marks it as recently used (so the next build keeps it)
+        (built,) = new
+        os.utime(built, (1e9 - 10_000, 1e9 - 10_000))
+        gguf_kernel.cache_clear()
+        gguf_kernel()
+        assert built.stat().st_mtime > 1e9
     finally:
         gguf_kernel.cache_clear()
 
