@@ -10,6 +10,7 @@ from ragloom._lazy import lazy_getattr
 # public name -> module that defines it (imported on first use).
 _LAZY: dict[str, str] = {
     "AttentionMetadata": "ragloom.runtime.layers.attention",
+    "GGUFEmbedding": "ragloom.runtime.layers.gguf_linear",
     "GGUFLinear": "ragloom.runtime.layers.gguf_linear",
     "KernelUnavailableError": "ragloom.runtime.layers.gguf_linear",
     "LMHead": "ragloom.runtime.layers.embedding",

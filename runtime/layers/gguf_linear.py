@@ -37,6 +37,7 @@ from ragloom._config import cache_dir
 from ragloom.errors import ConfigError
 
 __all__ = [
+    "GGUFEmbedding",
     "GGUFLinear",
     "KernelUnavailableError",
     "gguf_kernel",
@@ -296,35 +297,110 @@ def _check(
         raise ConfigError(f"GGUFLinear bias must be [{q.shape[0]}], got {tuple(bias.shape)}")
 
 
+class GGUFEmbedding(nn.Module):
+    """Token id -> hidden vector, decoded from GGUF codes on lookup (only the rows asked for).
+
+    The rows equal :func:`reference_dequantize` of the codes, so an embedding tied to the LM
+    head keeps one copy of its weights, the head's codes, instead of a float32 table (545 MB
+    for Qwen2.5's 151,936 tokens).
+
+    Args:
+        q: int8 codes ``[vocab, hidden]``.
+        scale: float32 ``[vocab, hidden / g]``.
+        offset: float32 like ``scale``, or None.
+
+    >>> q = torch.tensor([[1, 2], [3, 4]], dtype=torch.int8)
+    >>> GGUFEmbedding(q, torch.tensor([[0.5], [2.0]]))(torch.tensor([1, 0]))
+    tensor([[6.0000, 8.0000],
+            [0.5000, 1.0000]])
+    """
+
+    def __init__(
+        self, q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        _check(q, scale, offset, None)
+        self.num_embeddings, self.embedding_dim = q.shape
+        self.q = q if isinstance(q, nn.Parameter) else nn.Parameter(q, requires_grad=False)
+        self.scale = (
+            scale if isinstance(scale, nn.Parameter) else nn.Parameter(scale, requires_grad=False)
+        )
+        self.offset = (
+            offset
+            if offset is None or isinstance(offset, nn.Parameter)
+            else nn.Parameter(offset, requires_grad=False)
+        )
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """``[...]`` token ids -> ``[..., hidden]`` float32."""
+        flat = ids.reshape(-1)
+        offset = None if self.offset is None else self.offset[flat]
+        rows = reference_dequantize(self.q[flat], self.scale[flat], offset)
+        return rows.view(*ids.shape, self.embedding_dim)
+
+
 def use_gguf_weights(
     model: nn.Module, layers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
 ) -> list[str]:
-    """Swap each float ``nn.Linear`` of ``model`` named in ``layers`` for a :class:`GGUFLinear`
-    (in place), after checking that its decoded weight equals the float one bit for bit.
+    """Swap each float ``nn.Linear`` of ``model`` named in ``layers`` for a :class:`GGUFLinear`,
+    and each ``nn.Embedding`` for a :class:`GGUFEmbedding` (in place), after checking that the
+    decoded weight equals the float one bit for bit.
+
+    An ``nn.Embedding`` whose weight is a swapped layer's (tied word embeddings) becomes a
+    :class:`GGUFEmbedding` over that layer's codes. The float tensors left (norms, biases, an
+    untied embedding) are then copied into the process's own memory, so that nothing keeps the
+    float32 weights file mapped: its linear weights are no longer resident.
 
     Args:
         model: a float32 model.
         layers: ``{module name: (codes, scale, offset)}``.
 
     Returns:
-        the names swapped, in order.
+        the names swapped, in order (a tied embedding after its layer).
 
     Raises:
-        ConfigError: a named module is missing or not a float32 linear layer, or its GGUF
+        ConfigError: a named module is missing or not a float32 linear or embedding, or its GGUF
             weights decode to other values than its float32 weight (a wrong file or a bug).
     """
     modules = dict(model.named_modules())
+    embeddings = {id(m.weight): n for n, m in modules.items() if isinstance(m, nn.Embedding)}
     swapped: list[str] = []
     for name, (q, scale, offset) in layers.items():
         linear = modules.get(name)
+        if isinstance(linear, nn.Embedding) and linear.weight.dtype == torch.float32:
+            embedding = GGUFEmbedding(q, scale, offset)
+            _same_weight(name, reference_dequantize(q, scale, offset), linear.weight)
+            _replace(model, name, embedding)
+            swapped.append(name)
+            continue
         if type(linear) is not nn.Linear or linear.weight.dtype != torch.float32:
-            raise ConfigError(f"GGUF weights name {name!r}, which is not a float32 nn.Linear")
-        layer = GGUFLinear(q, scale, offset, linear.bias)
-        if not torch.equal(layer.dequantize(), linear.weight.detach()):
             raise ConfigError(
-                f"{name}: the GGUF weights decode to other values than the float32 weight"
+                f"GGUF weights name {name!r}, which is not a float32 nn.Linear or nn.Embedding"
             )
-        parent, _, attr = name.rpartition(".")
-        setattr(modules[parent] if parent else model, attr, layer)
+        layer = GGUFLinear(q, scale, offset, linear.bias)
+        _same_weight(name, layer.dequantize(), linear.weight)
+        _replace(model, name, layer)
         swapped.append(name)
+        tied = embeddings.get(id(linear.weight))
+        if tied is not None:  # (its weight is the one just checked)
+            _replace(model, tied, GGUFEmbedding(layer.q, layer.scale, layer.offset))
+            swapped.append(tied)
+    for module in model.modules():
+        if not isinstance(module, GGUFLinear | GGUFEmbedding):
+            for param in module.parameters(recurse=False):
+                param.data = param.data.clone()
+        elif isinstance(module, GGUFLinear) and module.bias is not None:
+            module.bias.data = module.bias.data.clone()
     return swapped
+
+
+def _same_weight(name: str, decoded: torch.Tensor, weight: torch.Tensor) -> None:
+    if not torch.equal(decoded, weight.detach()):
+        raise ConfigError(
+            f"{name}: the GGUF weights decode to other values than the float32 weight"
+        )
+
+
+def _replace(model: nn.Module, name: str, layer: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, layer)

@@ -44,7 +44,8 @@ __all__ = ["GroupedWeight", "load_gguf_linears", "unpack"]
 GroupedWeight = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # codes, scale, offset
 _ONE = np.array([1.0], dtype=np.float16).view(np.uint8)
 _LEGACY = {"Q4_0": False, "Q5_0": False, "Q8_0": False, "Q4_1": True, "Q5_1": True}
-_CACHE_NAME = "gguf_linears.v1.safetensors"
+_CACHE_NAME = "gguf_linears.v2.safetensors"  # v2: with an untied model's token embedding
+_OLD_CACHE_NAMES = ("gguf_linears.v1.safetensors",)
 
 
 def _f16(column: np.ndarray) -> np.ndarray:
@@ -130,9 +131,12 @@ def _concat(parts: list[GroupedWeight]) -> GroupedWeight:
 
 
 def _sources(cfg: ModelConfig, names: set[str]) -> dict[str, list[str]]:
-    """The engine's linear layers and the GGUF tensors each is built from, in row order."""
-    head = "output.weight" if "output.weight" in names else "token_embd.weight"
-    layers = {"lm_head.proj": [head]}
+    """The engine's linear layers (and an untied token embedding) and the GGUF tensors each is
+    built from, in row order."""
+    if "output.weight" in names:  # an untied head: the embedding has codes of its own
+        layers = {"lm_head.proj": ["output.weight"], "model.embed_tokens": ["token_embd.weight"]}
+    else:
+        layers = {"lm_head.proj": ["token_embd.weight"]}
     for i in range(cfg.num_layers):
         b, p = f"blk.{i}.", f"model.layers.{i}."
         layers[p + "self_attn.qkv_proj"] = [b + f"attn_{x}.weight" for x in "qkv"]
@@ -179,7 +183,8 @@ def load_gguf_linears(
     path: Path, folder: Path, cfg: ModelConfig, permute_qk: bool
 ) -> dict[str, GroupedWeight | Any]:
     """``{layer name: (codes, scale, offset)}`` (torch tensors) for each linear layer of the
-    model in ``path`` whose GGUF types have the grouped form, cached in ``folder``.
+    model in ``path`` whose GGUF types have the grouped form, and for its token embedding where
+    the head is untied (``model.embed_tokens``), cached in ``folder``.
 
     Args:
         path: the GGUF file.
@@ -202,6 +207,8 @@ def load_gguf_linears(
         tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
         save_file(state, tmp, metadata={"source": json.dumps(path.name)})
         os.replace(tmp, cached)
+        for name in _OLD_CACHE_NAMES:  # superseded by this file
+            (folder / name).unlink(missing_ok=True)
     layers: dict[str, Any] = {}
     for key in state:
         layer, part = key.rsplit(".", 1)

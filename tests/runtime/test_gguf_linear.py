@@ -15,6 +15,7 @@ import torch
 
 from ragloom.errors import ConfigError
 from ragloom.runtime.layers.gguf_linear import (
+    GGUFEmbedding,
     GGUFLinear,
     KernelUnavailableError,
     gguf_kernel,
@@ -223,7 +224,7 @@ def test_a_damaged_cache_file_is_rebuilt(tmp_path):
 
     loaded = load_gguf(resolve_model("smollm2-135m-instruct"))
     want = loaded.gguf_linears()
-    (tmp_path / "gguf_linears.v1.safetensors").write_bytes(b"\x00" * 100)  # truncated junk
+    (tmp_path / "gguf_linears.v2.safetensors").write_bytes(b"\x00" * 100)  # truncated junk
     got = load_gguf_linears(loaded.path, tmp_path, loaded.config, permute_qk=True)
     assert sorted(got) == sorted(want)
     name = "model.layers.0.self_attn.qkv_proj"  # llama's Q/K rows un-permuted like the floats
@@ -251,6 +252,54 @@ def test_use_gguf_weights_swaps_only_after_checking_the_values():
     assert type(other[0]) is torch.nn.Linear  # left as it was
     with pytest.raises(ConfigError, match="not a float32 nn.Linear"):
         use_gguf_weights(other, {"missing": (q, scale, offset)})
+
+
+class Tiny(torch.nn.Module):
+    """An embedding, a norm and a head, tied or not, like the engine's models."""
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(16, 64)
+        self.norm = torch.nn.LayerNorm(64)
+        self.head = torch.nn.Linear(64, 16, bias=False)
+        if tied:
+            self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.embed(ids)))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_embeddings_run_on_codes_and_no_float_tensor_keeps_the_loaded_storage(tied):
+    q, scale, offset = grouped(16, 64, 32, True)
+    q2, scale2, _ = grouped(16, 64, 16, False, seed=1)
+    model = Tiny(tied)
+    with torch.no_grad():
+        model.head.weight.copy_(reference_dequantize(q, scale, offset))
+        if not tied:
+            model.embed.weight.copy_(reference_dequantize(q2, scale2, None))
+    loaded = {name: p.data_ptr() for name, p in model.named_parameters()}
+    ids = torch.tensor([[3, 0, 15], [7, 7, 1]])
+    want_rows, want = model.embed(ids), model(ids)
+    layers = {"head": (q, scale, offset)}
+    if not tied:
+        layers["embed"] = (q2, scale2, None)
+    assert use_gguf_weights(model, layers) == ["head", "embed"]
+    assert isinstance(model.embed, GGUFEmbedding)
+    assert torch.equal(model.embed(ids), want_rows)  # the same rows, bit for bit
+    torch.testing.assert_close(model(ids), want, rtol=1e-5, atol=1e-4)
+    if tied:  # one copy of the codes, shared
+        assert model.embed.q is model.head.q
+    assert model.norm.weight.data_ptr() != loaded["norm.weight"]  # copied off the loaded file
+    assert not isinstance(model.embed, torch.nn.Embedding)
+
+
+def test_an_embedding_whose_codes_differ_is_refused():
+    q, scale, _ = grouped(16, 64, 32, False)
+    model = Tiny(tied=False)
+    with pytest.raises(ConfigError, match="embed: the GGUF weights decode to other values"):
+        use_gguf_weights(model, {"embed": (q, scale, None)})
+    assert type(model.embed) is torch.nn.Embedding
 
 
 # --- the engine's choice ------------------------------------------------------------------
