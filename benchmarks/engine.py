@@ -8,8 +8,10 @@
     ragloom's kernel, float32 arithmetic on exactly the float32 model's weights) and of the
     engine with float32 weights (``"none"``), against HF transformers ``generate`` on the same
     weights in float32, target 2x; against llama.cpp (ragloom's cyllama backend on the same
-    GGUF, the CPU ceiling); and of the engine with int8 weight-only re-quantisation (and,
-    without ``--quick``, torch.ao dynamic int8). Quality against float32 is the share of the
+    GGUF, the CPU ceiling); of the engine with the same GGUF weights and int8 activations
+    (``"gguf-q8"``, llama.cpp's arithmetic: ``gguf_q8_*``, with its batch speed-up as in (c));
+    and of the engine with int8 weight-only re-quantisation (and, without ``--quick``,
+    torch.ao dynamic int8). Quality against float32 is the share of the
     float32 engine's greedy tokens an engine reproduces before the first difference, and the
     change in log-probability per token it gives the float32 engine's answers.
 (c) total throughput of 8 concurrent requests (``agenerate`` from 8 tasks) against running them
@@ -212,9 +214,17 @@ def agreement(llm: TorchLLM, reference: list, n: int) -> tuple[float, float]:
 
 
 def bench_quantized(
-    model: str, mode: str, threads: int, ids: list[int], reference: list, n: int, repeats: int
+    model: str,
+    mode: str,
+    threads: int,
+    ids: list[int],
+    reference: list,
+    n: int,
+    repeats: int,
+    batch_n: int = 0,
 ) -> dict[str, float]:
-    """Speed of a re-quantised engine and how far it drifts from float32 on the same questions."""
+    """Speed of a re-quantised engine and how far it drifts from float32 on the same questions
+    (and, given ``batch_n``, its batch speed-up as in (c))."""
     llm = TorchLLM(model, num_threads=threads, quantization=mode)
     prefix, delta = agreement(llm, reference, n)
 
@@ -222,11 +232,14 @@ def bench_quantized(
         return len(engine_tokens(llm, ids, k))
 
     key = mode.replace("-", "_")
-    return {
+    out = {
         f"{key}_tok_s": decode_rate(run, n, repeats),
         f"{key}_greedy_prefix_match": prefix,
         f"{key}_logprob_delta_per_token": delta,
     }
+    if batch_n:
+        out |= {f"{key}_{k}": v for k, v in bench_batch(llm, batch_n).items()}
+    return out
 
 
 def bench_batch(llm: TorchLLM, n: int) -> dict[str, Any]:
@@ -344,6 +357,10 @@ def main() -> None:
     del f32
     prefix, delta = agreement(llm, reference, n_decode)
     report["engine_greedy_prefix_match"], report["engine_logprob_delta_per_token"] = prefix, delta
+    q8 = bench_quantized(args.model, "gguf-q8", threads, ids, reference, n_decode, repeats, n_batch)
+    report.update(q8)
+    report["decode_gguf_q8_vs_hf"] = report["gguf_q8_tok_s"] / report["hf_tok_s"]
+    print("gguf-q8", q8)
     for mode in ("int8",) if args.quick else ("int8", "int8-dynamic"):
         report.update(bench_quantized(args.model, mode, threads, ids, reference, n_decode, repeats))
     report["decode_int8_vs_hf"] = report["int8_tok_s"] / report["hf_tok_s"]
@@ -352,6 +369,7 @@ def main() -> None:
     report.update(bench_llamacpp(args.model, ids, threads, n_decode, repeats))
     report["decode_vs_llamacpp"] = report["engine_tok_s"] / report["llamacpp_tok_s"]
     report["decode_int8_vs_llamacpp"] = report["int8_tok_s"] / report["llamacpp_tok_s"]
+    report["decode_gguf_q8_vs_llamacpp"] = report["gguf_q8_tok_s"] / report["llamacpp_tok_s"]
     print("llama.cpp", report["llamacpp_tok_s"])
 
     report.update(bench_batch(llm, n_batch))

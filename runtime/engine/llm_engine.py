@@ -182,11 +182,12 @@ class LLMEngine:
 
 
 def _gguf_weights(loaded: LoadedModel, config: EngineConfig) -> dict[str, Any] | None:
-    """The file's quantised linear weights when ``config`` runs them: always for ``"gguf"``
-    (errors propagate), for ``"auto"`` where the model came from a GGUF file, the dtype is
-    float32 and the kernel builds here (otherwise the float32 layers run, and the log says why).
+    """The file's quantised linear weights when ``config`` runs them: always for ``"gguf"`` and
+    ``"gguf-q8"`` (errors propagate), for ``"auto"`` where the model came from a GGUF file, the
+    dtype is float32 and the kernel builds here (otherwise the float32 layers run, and the log
+    says why).
     """
-    if config.quantization == "gguf":
+    if config.quantization in ("gguf", "gguf-q8"):
         gguf_kernel()
         return loaded.gguf_linears()
     if config.quantization != "auto" or config.dtype != "float32" or loaded.weights_dir is None:

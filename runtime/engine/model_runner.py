@@ -83,10 +83,12 @@ class ModelRunner:
         self.quantization = config.quantization
         if self.quantization == "auto":
             self.quantization = "gguf" if gguf_weights and config.dtype == "float32" else "none"
-        if self.quantization == "gguf":
+        if self.quantization in ("gguf", "gguf-q8"):
             if gguf_weights is None:
-                raise ConfigError("quantization='gguf' needs the model's GGUF weights")
-            use_gguf_weights(model, gguf_weights)
+                raise ConfigError(
+                    f"quantization={self.quantization!r} needs the model's GGUF weights"
+                )
+            use_gguf_weights(model, gguf_weights, int8_activations=self.quantization == "gguf-q8")
             self.model = model
         else:
             self.model = quantize_linears(model.to(dtype), self.quantization)
@@ -99,6 +101,7 @@ class ModelRunner:
         self.kv_cache = torch.zeros(*shape, cfg.num_kv_heads, cfg.head_dim, dtype=dtype)
         for i, attn in enumerate(model.attention_layers()):
             attn.k_cache, attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+            attn.batch_invariant = self.quantization == "gguf-q8"
 
     def _slots(self, seq: Sequence, start: int, end: int) -> torch.Tensor:
         table = torch.tensor(seq.block_table, dtype=torch.long)

@@ -5,7 +5,8 @@ sequence). The step's tokens are packed: decodes first, then one contiguous run 
 chunk. New keys/values are written into their slots (``slot_mapping``), then:
 
 - decodes attend in one padded batch: their context slots are gathered into ``[B, L]`` with a
-  mask hiding the padding;
+  mask hiding the padding (or, with ``batch_invariant``, one by one over their own contexts:
+  then a sequence's numbers never depend on the lengths of the others in its step);
 - each prefill chunk attends to its gathered context with a causal mask offset by the tokens
   already in the cache (prefix-cache hits, earlier chunks).
 
@@ -75,6 +76,10 @@ class PagedAttention(nn.Module):
         self.head_dim = head_dim
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)  # [slots, kv_heads, head_dim], set by the model runner
+        # decodes one by one over their own context lengths, so that the result is the same
+        # bit for bit in any batch (set by the model runner for int8 activations, whose
+        # rounding would turn the padded batch's last-bit differences into other tokens)
+        self.batch_invariant = False
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
@@ -84,7 +89,15 @@ class PagedAttention(nn.Module):
         self.v_cache.index_copy_(0, meta.slot_mapping, v.to(self.v_cache.dtype))
         out = torch.empty_like(q)
         gqa = self.num_heads != self.num_kv_heads
-        if meta.num_decodes:  # decode
+        if meta.num_decodes and self.batch_invariant:  # decode, one sequence at a time
+            assert meta.decode_slots is not None and meta.decode_mask is not None
+            for i in range(meta.num_decodes):
+                slots = meta.decode_slots[i][meta.decode_mask[i].view(-1)]
+                kk = self.k_cache[slots].transpose(0, 1).unsqueeze(0).to(q.dtype)
+                vv = self.v_cache[slots].transpose(0, 1).unsqueeze(0).to(q.dtype)
+                o = sdpa(q[i : i + 1].unsqueeze(2), kk, vv, enable_gqa=gqa)
+                out[i] = o[0, :, 0]
+        elif meta.num_decodes:  # decode
             assert meta.decode_slots is not None
             kk = self.k_cache[meta.decode_slots].transpose(1, 2).to(q.dtype)
             vv = self.v_cache[meta.decode_slots].transpose(1, 2).to(q.dtype)

@@ -43,6 +43,7 @@ __all__ = [
     "gguf_kernel",
     "reference_dequantize",
     "reference_linear",
+    "reference_q8_linear",
     "use_gguf_weights",
 ]
 
@@ -73,6 +74,40 @@ def reference_dequantize(
     if offset is not None:
         w = w - offset[:, :, None]
     return w.view(rows, cols)
+
+
+def reference_q8_linear(
+    x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None
+) -> torch.Tensor:
+    """``x @ W.T`` with ``x`` quantised to int8 per block of 32 inputs, as the kernel's
+    ``q8_linear`` computes it (``quantization="gguf-q8"``): ``d = max|x| / 127``,
+    ``xq = round(x / d)``; each group's dot product of codes is an exact integer, scaled by the
+    weight's and the activation's scales; an offset is taken against the float sum of ``x``.
+    Sums in float64 here (the kernel's float32 sums differ only in rounding).
+    """
+    rows, cols = x.shape
+    n, groups = q.shape[0], scale.shape[1]
+    g = cols // groups
+    if g not in (16, 32) or cols % 32:
+        raise ConfigError(f"int8 activations need groups of 16 or 32 inputs, got {g} of {cols}")
+    blocks = x.reshape(rows, cols // 32, 32)
+    d = blocks.abs().amax(-1) / 127
+    inv = torch.where(d > 0, 1 / d, torch.zeros_like(d))
+    xq = torch.round(blocks * inv[..., None]).reshape(rows, groups, g).double()
+    dots = torch.einsum("mgk,ngk->mng", xq, q.reshape(n, groups, g).double())
+    d_groups = d.repeat_interleave(32 // g, dim=1)  # the activation scale of each group
+    # (the float32 product of the two scales, as the kernel forms it)
+    both = (scale[None, :, :] * d_groups[:, None, :]).double()
+    out = (dots * both).sum(-1)
+    if offset is not None:
+        sums = x.reshape(rows, groups, g).sum(-1)
+        out -= (offset[None, :, :].double() * sums[:, None, :].double()).sum(-1)
+    return out.float()
+
+
+def q8_fits(group_size: int, in_features: int) -> bool:
+    """Whether a layer's shape allows int8 activations (groups of 16 or 32, inputs % 32)."""
+    return group_size in (16, 32) and in_features % 32 == 0
 
 
 def reference_linear(
@@ -167,9 +202,14 @@ class GGUFLinear(nn.Module):
         bias: float32 ``[out]`` or None.
         use_kernel: run the compiled kernel (True) or :func:`reference_linear` (False); None
             uses the kernel when it is available.
+        int8_activations: quantise the inputs to int8 per 32 inputs and take exact integer
+            dot products (llama.cpp's CPU arithmetic; see :func:`reference_q8_linear`): faster,
+            at a small change in the numbers. Each row is quantised on its own, so a row's
+            result does not depend on the other rows of its step.
 
     Raises:
-        ConfigError: the shapes or dtypes do not fit together (the message names which).
+        ConfigError: the shapes or dtypes do not fit together (the message names which), or
+            int8 activations with groups other than 16 or 32 inputs.
 
     >>> q = torch.randint(-8, 8, (4, 64), dtype=torch.int8)
     >>> layer = GGUFLinear(q, torch.rand(4, 2), None, use_kernel=False)
@@ -185,11 +225,18 @@ class GGUFLinear(nn.Module):
         bias: torch.Tensor | None = None,
         *,
         use_kernel: bool | None = None,
+        int8_activations: bool = False,
     ) -> None:
         super().__init__()
         _check(q, scale, offset, bias)
         self.out_features, self.in_features = q.shape
         self.group_size = q.shape[1] // scale.shape[1]
+        if int8_activations and not q8_fits(self.group_size, self.in_features):
+            raise ConfigError(
+                f"int8 activations need groups of 16 or 32 inputs and a multiple of 32 inputs; "
+                f"this layer has groups of {self.group_size} over {self.in_features}"
+            )
+        self.int8_activations = int8_activations
         self.q = nn.Parameter(q.contiguous(), requires_grad=False)
         self.scale = nn.Parameter(scale.contiguous(), requires_grad=False)
         self.offset = (
@@ -220,9 +267,17 @@ class GGUFLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T + b`` in float32."""
         rows = x.reshape(-1, self.in_features)
-        if self._op is None:
+        few = rows.shape[0] <= _KERNEL_ROWS
+        if self.int8_activations:  # (every row count: a row's numbers never depend on its step)
+            if self._op is None:
+                out = reference_q8_linear(rows, self.q, self.scale, self.offset)
+            else:
+                out = self._op.q8_linear(rows, self.q, self.scale, self._offset_arg())
+            if self.bias is not None:
+                out += self.bias
+        elif self._op is None:
             out = torch.nn.functional.linear(rows, self.dequantize(), self.bias)
-        elif rows.shape[0] <= _KERNEL_ROWS:
+        elif few:
             out = self._op.grouped_linear(rows, self.q, self.scale, self._offset_arg())
             if self.bias is not None:
                 out += self.bias
@@ -257,7 +312,10 @@ class GGUFLinear(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "kernel" if self._op is not None else "reference"
-        return f"in={self.in_features}, out={self.out_features}, group={self.group_size}, {kind}"
+        q8 = ", int8 activations" if self.int8_activations else ""
+        return (
+            f"in={self.in_features}, out={self.out_features}, group={self.group_size}, {kind}{q8}"
+        )
 
 
 _EMPTY = torch.empty(0)
@@ -340,7 +398,10 @@ class GGUFEmbedding(nn.Module):
 
 
 def use_gguf_weights(
-    model: nn.Module, layers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+    model: nn.Module,
+    layers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    *,
+    int8_activations: bool = False,
 ) -> list[str]:
     """Swap each float ``nn.Linear`` of ``model`` named in ``layers`` for a :class:`GGUFLinear`,
     and each ``nn.Embedding`` for a :class:`GGUFEmbedding` (in place), after checking that the
@@ -354,6 +415,8 @@ def use_gguf_weights(
     Args:
         model: a float32 model.
         layers: ``{module name: (codes, scale, offset)}``.
+        int8_activations: linear layers whose groups allow it quantise their inputs to int8
+            (see :class:`GGUFLinear`); the others stay float32.
 
     Returns:
         the names swapped, in order (a tied embedding after its layer).
@@ -377,7 +440,8 @@ def use_gguf_weights(
             raise ConfigError(
                 f"GGUF weights name {name!r}, which is not a float32 nn.Linear or nn.Embedding"
             )
-        layer = GGUFLinear(q, scale, offset, linear.bias)
+        q8 = int8_activations and q8_fits(q.shape[1] // scale.shape[1], q.shape[1])
+        layer = GGUFLinear(q, scale, offset, linear.bias, int8_activations=q8)
         _same_weight(name, layer.dequantize(), linear.weight)
         _replace(model, name, layer)
         swapped.append(name)

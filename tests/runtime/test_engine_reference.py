@@ -68,6 +68,20 @@ def test_smollm2_engine_matches_transformers_for_32_greedy_tokens(layout, monkey
     assert got == want
 
 
+def test_int8_activations_keep_batches_equal_to_single_runs():
+    """``quantization="gguf-q8"`` changes the numbers, but each row is quantised on its own:
+    a batch of mixed-length requests gives each the tokens it gets alone."""
+    prompts = [chat_ids(q) for q in PROMPTS]
+    config = EngineConfig(num_threads=1, quantization="gguf-q8")
+    engine = LLMEngine(load_gguf(resolve_model(SMOL)), config)
+    layers = [m for m in engine.runner.model.modules() if isinstance(m, GGUFLinear)]
+    assert layers and all(m.int8_activations for m in layers)
+    together = engine_greedy(engine, prompts)
+    alone = [engine_greedy(engine, [p])[0] for p in prompts]
+    assert together == alone
+    assert all(len(t) == NUM_TOKENS for t in together)
+
+
 def test_score_matches_transformers_log_probabilities():
     prompt, choice = "The capital of France is", " Paris, the city of light"
     llm = smol_llm()

@@ -21,6 +21,7 @@ from ragloom.runtime.layers.gguf_linear import (
     gguf_kernel,
     reference_dequantize,
     reference_linear,
+    reference_q8_linear,
     use_gguf_weights,
 )
 from ragloom.runtime.models.gguf_quant import unpack
@@ -70,6 +71,55 @@ def test_kernel_keeps_leading_dimensions_and_uses_threads():
     torch.testing.assert_close(
         layer(x), reference_linear(x, q, scale, offset), rtol=1e-5, atol=1e-3
     )
+
+
+# --- int8 activations (quantization="gguf-q8") ------------------------------------------
+
+
+@pytest.mark.parametrize("group", [16, 32])
+@pytest.mark.parametrize("with_offset", [False, True])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9, 32, 70])
+def test_q8_kernel_matches_its_reference(group, with_offset, rows):
+    q, scale, offset = grouped(40, 256, group, with_offset)
+    bias = torch.randn(40)
+    x = torch.randn(rows, 256)
+    x[0, 32:64] = 0.0  # an all-zero block: scale 0, codes 0
+    layer = GGUFLinear(q, scale, offset, bias, use_kernel=True, int8_activations=True)
+    want = reference_q8_linear(x, q, scale, offset) + bias
+    got = layer(x)
+    # the integer dot products are exact: only the float32 sums of the scaled groups differ
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    # and int8 activations move the result by about a percent of its size, no more
+    exact = reference_linear(x, q, scale, offset) + bias
+    assert (got - exact).abs().max() < 0.02 * exact.abs().max()
+    assert not torch.equal(got, exact)  # (it is another arithmetic)
+
+
+def test_q8_reference_layer_and_long_inputs():
+    q, scale, offset = grouped(24, 128, 32, True)
+    x = torch.randn(3, 128)
+    reference = GGUFLinear(q, scale, offset, use_kernel=False, int8_activations=True)
+    assert torch.equal(reference(x), reference_q8_linear(x, q, scale, offset))
+    # a row's result does not depend on the other rows of its step (40 rows: a prefill)
+    layer = GGUFLinear(q, scale, offset, use_kernel=True, int8_activations=True)
+    long = torch.randn(40, 128)
+    assert torch.equal(layer(long)[7:8], layer(long[7:8]))
+    want = reference_q8_linear(long, q, scale, offset)
+    torch.testing.assert_close(layer(long), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+def test_q8_needs_groups_of_16_or_32():
+    q, scale, _ = grouped(8, 64, 8, False)
+    with pytest.raises(ConfigError, match="groups of 16 or 32 inputs.*groups of 8"):
+        GGUFLinear(q, scale, int8_activations=True)
+    with pytest.raises(ConfigError, match="groups of 16 or 32"):
+        reference_q8_linear(torch.randn(1, 64), q, scale, None)
+    # use_gguf_weights leaves such a layer on float32 activations instead
+    model = torch.nn.Sequential(torch.nn.Linear(64, 8, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(reference_dequantize(q, scale, None))
+    use_gguf_weights(model, {"0": (q, scale, None)}, int8_activations=True)
+    assert not model[0].int8_activations
 
 
 @pytest.mark.parametrize(
