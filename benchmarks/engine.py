@@ -25,15 +25,16 @@
 of threads (``--threads``; default: idle cores). The CPU may be shared, so timings are medians
 of a few repeats, the backends take turns, and ratios are measured in the same run.
 
-Measured here (Qwen2.5-Coder-0.5B, ``--threads 1`` on 2 shared cores, full runs, 2026-11-29),
-after the engine ran the GGUF weights by default (four clean runs; TTFT from the three after the
-tiled prefill fix): TTFT 12.3-13.8 s cold -> 0.67-0.83 s cached (16.6-19.2x); greedy_match true,
-agreement with float32 1.0 (log-prob change 0.0); decode 13.5-16.3 tok/s vs HF 6.5-7.5
-(2.06-2.51x), float32 layers 7.9-9.3 tok/s (1.21-1.44x). The float32 memory-bandwidth ceiling
-(1.98 GB of weights per token at the 19-26 GB/s this CPU streamed) is 9.6-13.2 tok/s; the
-engine streams 0.57 GB per token. llama.cpp Q4_K_M 20.9-23.4 tok/s (engine 0.64-0.78x); 8
-concurrent requests 1.94-2.24x sequential (21.9-27.9 vs 11.2-13.3 tok/s); RSS of the engine
-alone 3.5 GB, peak 13.3-14.0 GB with everything loaded.
+Measured here (Qwen2.5-Coder-0.5B, ``--threads 1`` on 2 shared cores, three full runs on
+2026-11-29, a slow day on the shared host; the four runs of 2026-11-28 in brackets): TTFT
+13.9-14.3 s cold -> 0.75-0.91 s cached, 15.4-18.4x (16.6-19.2x); greedy_match true, agreement
+with float32 1.0 (log-prob change 0.0); decode 11.9-15.7 tok/s vs HF 6.6-7.1, 1.80-2.22x
+(2.06-2.51x); float32 layers 1.26-1.33x; gguf-q8 13.9-16.3 tok/s, 2.08-2.46x HF with agreement
+1.0; llama.cpp 18.5-22.2 tok/s (engine 0.54-0.77x, gguf-q8 0.73-0.75x); 8 concurrent requests
+2.07-2.47x sequential (gguf-q8 1.65-1.86x); RSS of the engine alone 1.70-1.85 GB after loading
+(3.7 GB peak while loading; 3.5 GB before the embedding ran on codes and the float32 file was
+unmapped), peak 12.2-12.4 GB with everything loaded. With both cores (default threads, one
+run): decode 2.25x HF, batch 2.51x, TTFT 10.6x.
 Before (float32 layers, three runs): TTFT 19-22x, decode 1.18-1.27x HF, batch 2.66-3.05x, RSS
 5.7-6.2 GB.
 
