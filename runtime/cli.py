@@ -18,16 +18,26 @@ def serve(
     backend: str = typer.Option("auto", help="auto, torch, llamacpp, openai or vllm."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="TCP port."),
+    quantization: str | None = typer.Option(
+        None,
+        help="torch backend: auto (exact GGUF weights), gguf-q8 (int8 activations, faster), "
+        "none, gguf, int8 or int8-dynamic.",
+    ),
 ) -> None:
     """Serve MODEL behind an OpenAI-compatible API (/v1/chat/completions, streaming)."""
     import uvicorn
 
-    from ragloom.errors import RagloomError
-    from ragloom.runtime.factory import load_llm
+    from ragloom.errors import ConfigError, RagloomError
+    from ragloom.runtime.factory import load_llm, pick_backend
     from ragloom.runtime.server import create_app
 
     try:
-        llm = load_llm(model, backend)  # type: ignore[arg-type]  # checked by pick_backend
+        options = {}
+        if quantization is not None:
+            if pick_backend(backend) != "torch":  # type: ignore[arg-type]  # checked there
+                raise ConfigError("--quantization applies to the torch backend (--backend torch)")
+            options["quantization"] = quantization
+        llm = load_llm(model, backend, **options)  # type: ignore[arg-type]  # checked above
     except RagloomError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -75,11 +75,12 @@ class TorchLLM(BaseLLM):
         from ragloom.runtime.model_files import model_name, resolve_model
         from ragloom.runtime.models.gguf_loader import load_gguf
 
+        # (settings are checked before the model loads: a typo fails at once)
+        config = replace(config, **settings) if config else EngineConfig(**settings)
         path = resolve_model(model)
         self.model_name = model_name(model)
         loaded = load_gguf(path)
         self.tokenizer = loaded.tokenizer
-        config = replace(config, **settings) if config else EngineConfig(**settings)
         self.engine = LLMEngine(loaded, config)
         self._background = BackgroundEngine(self.engine)
         self._prefix_counter = PrefixCacheCounter()

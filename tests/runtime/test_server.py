@@ -129,6 +129,35 @@ def test_cli_models_and_bad_serve_arguments():
     assert bad.exit_code == 2 and "unknown backend 'tensorrt'" in bad.output
     unknown = runner.invoke(app, ["serve", "--model", "gpt-9"])
     assert unknown.exit_code == 2 and "unknown model 'gpt-9'" in unknown.output
+    args = ["serve", "--model", "smollm2", "--quantization", "gguf-q8"]
+    wrong = runner.invoke(app, [*args, "--backend", "llamacpp"])
+    assert wrong.exit_code == 2 and "--quantization applies to the torch backend" in wrong.output
+    odd = runner.invoke(app, ["serve", "--backend", "torch", "--quantization", "fp4"])
+    assert odd.exit_code == 2 and "quantization must be" in odd.output
+
+
+def test_cli_serve_passes_the_quantization_to_the_torch_engine(monkeypatch):
+    from typer.testing import CliRunner
+
+    from ragloom.runtime.cli import app
+
+    seen = {}
+
+    def fake_load(model, backend, **options):
+        seen.update(model=model, backend=backend, **options)
+        return FakeLLM([])
+
+    monkeypatch.setattr("ragloom.runtime.factory.load_llm", fake_load)
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: seen.setdefault("served", True))
+    args = ["serve", "--model", "smollm2", "--backend", "torch", "--quantization", "gguf-q8"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert seen == {
+        "model": "smollm2",
+        "backend": "torch",
+        "quantization": "gguf-q8",
+        "served": True,
+    }
 
 
 def chat_body(**extra):
