@@ -33,8 +33,8 @@ with float32 1.0 (log-prob change 0.0); decode 11.9-15.7 tok/s vs HF 6.6-7.1, 1.
 1.0; llama.cpp 18.5-22.2 tok/s (engine 0.54-0.77x, gguf-q8 0.73-0.75x); 8 concurrent requests
 2.07-2.47x sequential (gguf-q8 1.65-1.86x); RSS of the engine alone 1.70-1.85 GB after loading
 (3.7 GB peak while loading; 3.5 GB before the embedding ran on codes and the float32 file was
-unmapped), peak 12.2-12.4 GB with everything loaded. With both cores (default threads, one
-run): decode 2.25x HF, batch 2.51x, TTFT 10.6x.
+unmapped), peak 12.2-12.4 GB with everything loaded. With both cores (default threads, two
+runs): decode 2.04-2.25x HF (gguf-q8 2.46x), batch 2.51-2.86x, TTFT 9.7-10.6x.
 Before (float32 layers, three runs): TTFT 19-22x, decode 1.18-1.27x HF, batch 2.66-3.05x, RSS
 5.7-6.2 GB.
 

@@ -105,7 +105,7 @@ def reference_q8_linear(
     return out.float()
 
 
-def q8_fits(group_size: int, in_features: int) -> bool:
+def _q8_fits(group_size: int, in_features: int) -> bool:
     """Whether a layer's shape allows int8 activations (groups of 16 or 32, inputs % 32)."""
     return group_size in (16, 32) and in_features % 32 == 0
 
@@ -231,7 +231,7 @@ class GGUFLinear(nn.Module):
         _check(q, scale, offset, bias)
         self.out_features, self.in_features = q.shape
         self.group_size = q.shape[1] // scale.shape[1]
-        if int8_activations and not q8_fits(self.group_size, self.in_features):
+        if int8_activations and not _q8_fits(self.group_size, self.in_features):
             raise ConfigError(
                 f"int8 activations need groups of 16 or 32 inputs and a multiple of 32 inputs; "
                 f"this layer has groups of {self.group_size} over {self.in_features}"
@@ -440,7 +440,7 @@ def use_gguf_weights(
             raise ConfigError(
                 f"GGUF weights name {name!r}, which is not a float32 nn.Linear or nn.Embedding"
             )
-        q8 = int8_activations and q8_fits(q.shape[1] // scale.shape[1], q.shape[1])
+        q8 = int8_activations and _q8_fits(q.shape[1] // scale.shape[1], q.shape[1])
         layer = GGUFLinear(q, scale, offset, linear.bias, int8_activations=q8)
         _same_weight(name, layer.dequantize(), linear.weight)
         _replace(model, name, layer)
