@@ -275,8 +275,10 @@ def test_a_damaged_cache_file_is_rebuilt(tmp_path):
     loaded = load_gguf(resolve_model("smollm2-135m-instruct"))
     want = loaded.gguf_linears()
     (tmp_path / "gguf_linears.v2.safetensors").write_bytes(b"\x00" * 100)  # truncated junk
+    (tmp_path / "gguf_linears.v1.safetensors").write_bytes(b"old")  # an older version's cache
     got = load_gguf_linears(loaded.path, tmp_path, loaded.config, permute_qk=True)
     assert sorted(got) == sorted(want)
+    assert not (tmp_path / "gguf_linears.v1.safetensors").exists()  # superseded, removed
     name = "model.layers.0.self_attn.qkv_proj"  # llama's Q/K rows un-permuted like the floats
     assert all(torch.equal(a, b) for a, b in zip(got[name], want[name], strict=True))
 
