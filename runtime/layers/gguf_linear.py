@@ -243,7 +243,10 @@ class GGUFLinear(nn.Module):
             None if offset is None else nn.Parameter(offset.contiguous(), requires_grad=False)
         )
         self.bias = (
-            None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
+            # (its own copy: a bias loaded from a mapped file would keep the file mapped)
+            None
+            if bias is None
+            else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
         )
         self._op: Any = None
         if use_kernel or use_kernel is None:
@@ -449,12 +452,10 @@ def use_gguf_weights(
         if tied is not None:  # (its weight is the one just checked)
             _replace(model, tied, GGUFEmbedding(layer.q, layer.scale, layer.offset))
             swapped.append(tied)
-    for module in model.modules():
+    for module in model.modules():  # (GGUF layers hold codes, and a bias of their own)
         if not isinstance(module, GGUFLinear | GGUFEmbedding):
             for param in module.parameters(recurse=False):
                 param.data = param.data.clone()
-        elif isinstance(module, GGUFLinear) and module.bias is not None:
-            module.bias.data = module.bias.data.clone()
     return swapped
 
 
