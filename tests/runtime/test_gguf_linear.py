@@ -44,7 +44,7 @@ def test_kernel_builds_here():
 
 @pytest.mark.parametrize("group", [8, 16, 32])
 @pytest.mark.parametrize("with_offset", [False, True])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9, 12, 16, 17, 31, 32, 33, 40])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 31, 32, 33, 40])
 def test_kernel_matches_reference(group, with_offset, rows):
     q, scale, offset = grouped(72, 256, group, with_offset)
     bias = torch.randn(72)
