@@ -36,12 +36,6 @@ ARCHITECTURES: dict[str, type[LlamaForCausalLM]] = {
     "qwen2": Qwen2ForCausalLM,
 }
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>")
-_LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +122,10 @@ def _convert(path: Path, folder: Path) -> None:
 
     reader = _open_reader(path)
     config = _read_config(reader, path)
-    state = _dequantize(reader, config, ARCHITECTURES[config.architecture].permute_qk)
+    try:
+        state = _dequantize(reader, config, ARCHITECTURES[config.architecture].permute_qk)
+    except ModelError as exc:
+        raise ModelError(f"{path.name}: {exc}") from None
     tokenizer = _read_tokenizer(path)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -202,24 +199,43 @@ def _dequantize(reader: Any, cfg: ModelConfig, permute_qk: bool) -> dict[str, to
             raw[f"blk.{i}.attn_k.weight"] = _unpermute(
                 raw[f"blk.{i}.attn_k.weight"], cfg.num_kv_heads
             )
+    sources = tensor_sources(cfg, set(raw))
+    missing = sorted({n for names in sources.values() for n in names} - set(raw))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelError(
+            f"the file has no tensor {missing[0]!r}{more}, which a {cfg.architecture} model "
+            f"of {cfg.num_layers} layers needs"
+        )
     state = {
-        "model.embed_tokens.weight": raw.pop("token_embd.weight"),
-        "model.norm.weight": raw.pop("output_norm.weight"),
+        param: np.concatenate([raw.pop(n) for n in names]) if len(names) > 1 else raw.pop(names[0])
+        for param, names in sources.items()
     }
-    if "output.weight" in raw:
-        state["lm_head.proj.weight"] = raw.pop("output.weight")
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
+
+
+def tensor_sources(cfg: ModelConfig, names: set[str]) -> dict[str, list[str]]:
+    """Each parameter of the engine's model and the GGUF tensors it is made of, in row order
+    (Q/K/V and gate/up are fused by stacking rows); ``names`` are the file's tensor names. The
+    one table from llama.cpp's names to ragloom's, for the float32 and the quantised loaders.
+    """
+    params = {
+        "model.embed_tokens.weight": ["token_embd.weight"],
+        "model.norm.weight": ["output_norm.weight"],
+    }
+    if "output.weight" in names:  # an untied head (else it shares the embedding)
+        params["lm_head.proj.weight"] = ["output.weight"]
     for i in range(cfg.num_layers):
         b, p = f"blk.{i}.", f"model.layers.{i}."
-        for src, dst in _LAYER_NAMES.items():
-            state[p + dst] = raw.pop(b + src)
-        qkv = [raw.pop(b + f"attn_{x}.weight") for x in "qkv"]
-        state[p + "self_attn.qkv_proj.weight"] = np.concatenate(qkv)
+        params[p + "input_layernorm.weight"] = [b + "attn_norm.weight"]
+        params[p + "post_attention_layernorm.weight"] = [b + "ffn_norm.weight"]
+        params[p + "self_attn.qkv_proj.weight"] = [b + f"attn_{x}.weight" for x in "qkv"]
         if cfg.attention_bias:
-            biases = [raw.pop(b + f"attn_{x}.bias") for x in "qkv"]
-            state[p + "self_attn.qkv_proj.bias"] = np.concatenate(biases)
-        gate_up = [raw.pop(b + "ffn_gate.weight"), raw.pop(b + "ffn_up.weight")]
-        state[p + "mlp.gate_up_proj.weight"] = np.concatenate(gate_up)
-    return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
+            params[p + "self_attn.qkv_proj.bias"] = [b + f"attn_{x}.bias" for x in "qkv"]
+        params[p + "self_attn.o_proj.weight"] = [b + "attn_output.weight"]
+        params[p + "mlp.gate_up_proj.weight"] = [b + "ffn_gate.weight", b + "ffn_up.weight"]
+        params[p + "mlp.down_proj.weight"] = [b + "ffn_down.weight"]
+    return params
 
 
 def _read_tokenizer(path: Path) -> Any:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ragloom.runtime.models.config import ModelConfig
+from ragloom.runtime.models.gguf_loader import _unpermute, tensor_sources
 
 __all__ = ["GroupedWeight", "load_gguf_linears", "unpack"]
 
@@ -132,24 +133,23 @@ def _concat(parts: list[GroupedWeight]) -> GroupedWeight:
 
 def _sources(cfg: ModelConfig, names: set[str]) -> dict[str, list[str]]:
     """The engine's linear layers (and an untied token embedding) and the GGUF tensors each is
-    built from, in row order."""
-    if "output.weight" in names:  # an untied head: the embedding has codes of its own
-        layers = {"lm_head.proj": ["output.weight"], "model.embed_tokens": ["token_embd.weight"]}
-    else:
-        layers = {"lm_head.proj": ["token_embd.weight"]}
-    for i in range(cfg.num_layers):
-        b, p = f"blk.{i}.", f"model.layers.{i}."
-        layers[p + "self_attn.qkv_proj"] = [b + f"attn_{x}.weight" for x in "qkv"]
-        layers[p + "self_attn.o_proj"] = [b + "attn_output.weight"]
-        layers[p + "mlp.gate_up_proj"] = [b + "ffn_gate.weight", b + "ffn_up.weight"]
-        layers[p + "mlp.down_proj"] = [b + "ffn_down.weight"]
+    built from, in row order (from the float32 loader's table)."""
+    params = tensor_sources(cfg, names)
+    layers = {
+        name.removesuffix(".weight"): sources
+        for name, sources in params.items()
+        if name.endswith(("_proj.weight", "lm_head.proj.weight"))
+    }
+    embedding = params["model.embed_tokens.weight"]
+    if "lm_head.proj" in layers:  # an untied head: the embedding has codes of its own
+        layers["model.embed_tokens"] = embedding
+    else:  # tied: the head is the embedding's codes
+        layers["lm_head.proj"] = embedding
     return layers
 
 
 def _read(path: Path, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Tensor]:
     from gguf import GGUFReader
-
-    from ragloom.runtime.models.gguf_loader import _unpermute  # the float32 loader's own
 
     reader = GGUFReader(path)
     tensors = {t.name: t for t in reader.tensors}

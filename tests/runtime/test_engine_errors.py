@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 import pytest
 from _engine_models import SMOL, fresh_engine, smol_llm
 
@@ -84,3 +87,75 @@ def test_corrupt_gguf_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="truncated.gguf"):
         load_gguf(truncated)
     assert not any((tmp_path / "cache").rglob("model.safetensors"))  # nothing half-written kept
+
+
+def _tiny_config(tied: bool) -> Any:
+    from ragloom.runtime.models.config import ModelConfig
+
+    shape = dict(vocab_size=8, hidden_size=4, intermediate_size=8, num_layers=2, head_dim=4)
+    return ModelConfig(
+        architecture="qwen2",
+        num_heads=1,
+        num_kv_heads=1,
+        rope_theta=1e4,
+        rms_norm_eps=1e-6,
+        context_length=16,
+        tie_word_embeddings=tied,
+        attention_bias=True,
+        **shape,
+    )
+
+
+def _fake_reader(names: list[str]) -> Any:
+    from gguf import GGMLQuantizationType
+
+    f32 = GGMLQuantizationType.F32
+    tensors = [
+        SimpleNamespace(name=n, data=np.full(4, i, np.float32), shape=[4], tensor_type=f32)
+        for i, n in enumerate(names)
+    ]
+    return SimpleNamespace(tensors=tensors)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_one_name_table_serves_both_gguf_loaders(tied):
+    from ragloom.runtime.models.gguf_loader import _dequantize, tensor_sources
+    from ragloom.runtime.models.gguf_quant import _sources
+
+    cfg = _tiny_config(tied)
+    names = ["token_embd.weight", "output_norm.weight"] + ([] if tied else ["output.weight"])
+    names += [f"blk.{i}.{n}" for i in range(2) for n in _BLOCK_TENSORS]
+    state = _dequantize(_fake_reader(names), cfg, permute_qk=False)
+    assert set(state) == set(tensor_sources(cfg, set(names)))
+    assert ("lm_head.proj.weight" in state) is not tied
+    qkv = state["model.layers.1.self_attn.qkv_proj.weight"]  # rows stacked q, k, v
+    assert qkv.view(3, 4)[:, 0].tolist() == [names.index(f"blk.1.attn_{x}.weight") for x in "qkv"]
+    linears = _sources(cfg, set(names))
+    head = ["token_embd.weight"] if tied else ["output.weight"]
+    assert linears["lm_head.proj"] == head
+    assert ("model.embed_tokens" in linears) is not tied
+    assert linears["model.layers.0.mlp.gate_up_proj"] == [
+        "blk.0.ffn_gate.weight",
+        "blk.0.ffn_up.weight",
+    ]
+    assert len(linears) == 1 + (not tied) + 4 * 2  # head (+ embedding), four per layer
+
+
+def test_gguf_lacking_a_tensor_names_it():
+    from ragloom.runtime.models.gguf_loader import _dequantize
+
+    names = ["token_embd.weight", "output_norm.weight"]
+    names += [f"blk.{i}.{n}" for i in range(2) for n in _BLOCK_TENSORS if n != "ffn_down.weight"]
+    with pytest.raises(ModelError, match=r"no tensor 'blk.0.ffn_down.weight' \(and 1 more\)"):
+        _dequantize(_fake_reader(names), _tiny_config(True), permute_qk=False)
+
+
+_BLOCK_TENSORS = [
+    "attn_norm.weight",
+    "ffn_norm.weight",
+    *(f"attn_{x}.{p}" for x in "qkv" for p in ("weight", "bias")),
+    "attn_output.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+]
