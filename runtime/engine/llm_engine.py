@@ -51,7 +51,8 @@ class LLMEngine:
         self.eos_token_id = loaded.eos_token_ids[0]
         limit = self.config.max_model_len or loaded.config.context_length
         self.max_model_len = min(limit, self.config.kv_cache_tokens)
-        self.runner = ModelRunner(loaded.model, self.config, _gguf_weights(loaded, self.config))
+        gguf = _gguf_weights(loaded, self.config)  # (checked by loaded.gguf_linears)
+        self.runner = ModelRunner(loaded.model, self.config, gguf, gguf_checked=True)
         self.scheduler = Scheduler(self.config)
         self.sampler = Sampler()
         self._grammars: dict[Grammar, Any] = {}

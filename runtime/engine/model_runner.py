@@ -63,6 +63,9 @@ class ModelRunner:
         config: engine settings (KV cache size, dtype, quantisation, threads, weight layout).
         gguf_weights: the GGUF file's quantised linear weights (needed by
             ``quantization="gguf"``, used by ``"auto"``; see :meth:`LoadedModel.gguf_linears`).
+        gguf_checked: ``gguf_weights`` were already checked against ``model``'s float32
+            weights (as :meth:`LoadedModel.gguf_linears` does), so they are swapped in without
+            reading those weights again.
 
     Attributes:
         quantization: the format the linear layers run in (``"auto"`` resolved).
@@ -76,6 +79,8 @@ class ModelRunner:
         config: EngineConfig,
         gguf_weights: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
         | None = None,
+        *,
+        gguf_checked: bool = False,
     ) -> None:
         torch.set_num_threads(config.num_threads or default_num_threads())
         self.block_size = config.block_size
@@ -88,7 +93,8 @@ class ModelRunner:
                 raise ConfigError(
                     f"quantization={self.quantization!r} needs the model's GGUF weights"
                 )
-            use_gguf_weights(model, gguf_weights, int8_activations=self.quantization == "gguf-q8")
+            q8 = self.quantization == "gguf-q8"
+            use_gguf_weights(model, gguf_weights, int8_activations=q8, check=not gguf_checked)
             self.model = model
         else:
             self.model = quantize_linears(model.to(dtype), self.quantization)

@@ -40,6 +40,7 @@ __all__ = [
     "GGUFEmbedding",
     "GGUFLinear",
     "KernelUnavailableError",
+    "check_gguf_weights",
     "gguf_kernel",
     "reference_dequantize",
     "reference_linear",
@@ -405,10 +406,11 @@ def use_gguf_weights(
     layers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
     *,
     int8_activations: bool = False,
+    check: bool = True,
 ) -> list[str]:
     """Swap each float ``nn.Linear`` of ``model`` named in ``layers`` for a :class:`GGUFLinear`,
     and each ``nn.Embedding`` for a :class:`GGUFEmbedding` (in place), after checking that the
-    decoded weight equals the float one bit for bit.
+    decoded weight equals the float one bit for bit (see :func:`check_gguf_weights`).
 
     An ``nn.Embedding`` whose weight is a swapped layer's (tied word embeddings) becomes a
     :class:`GGUFEmbedding` over that layer's codes. The float tensors left (norms, biases, an
@@ -420,6 +422,10 @@ def use_gguf_weights(
         layers: ``{module name: (codes, scale, offset)}``.
         int8_activations: linear layers whose groups allow it quantise their inputs to int8
             (see :class:`GGUFLinear`); the others stay float32.
+        check: compare the values first. ``False`` only for layers already checked against
+            these very weights (:meth:`~ragloom.runtime.models.gguf_loader.LoadedModel.gguf_linears`
+            does so once per file): then the float32 linear weights are never read, so a
+            memory-mapped weights file never becomes resident.
 
     Returns:
         the names swapped, in order (a tied embedding after its layer).
@@ -435,7 +441,8 @@ def use_gguf_weights(
         linear = modules.get(name)
         if isinstance(linear, nn.Embedding) and linear.weight.dtype == torch.float32:
             embedding = GGUFEmbedding(q, scale, offset)
-            _same_weight(name, reference_dequantize(q, scale, offset), linear.weight)
+            if check:
+                _same_weight(name, (q, scale, offset), linear.weight)
             _replace(model, name, embedding)
             swapped.append(name)
             continue
@@ -445,7 +452,8 @@ def use_gguf_weights(
             )
         q8 = int8_activations and _q8_fits(q.shape[1] // scale.shape[1], q.shape[1])
         layer = GGUFLinear(q, scale, offset, linear.bias, int8_activations=q8)
-        _same_weight(name, layer.dequantize(), linear.weight)
+        if check:
+            _same_weight(name, (q, scale, offset), linear.weight, layer._op)
         _replace(model, name, layer)
         swapped.append(name)
         tied = embeddings.get(id(linear.weight))
@@ -459,8 +467,56 @@ def use_gguf_weights(
     return swapped
 
 
-def _same_weight(name: str, decoded: torch.Tensor, weight: torch.Tensor) -> None:
-    if not torch.equal(decoded, weight.detach()):
+def check_gguf_weights(
+    model: nn.Module, layers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+) -> None:
+    """Check that each of ``layers`` decodes to exactly the weight of ``model``'s float32 linear
+    or embedding of that name (what :func:`use_gguf_weights` checks before it swaps; linear
+    layers are decoded by the kernel where it runs, as :class:`GGUFLinear` decodes them).
+
+    Raises:
+        ConfigError: a named module is missing or not a float32 linear or embedding, or its
+            GGUF weights decode to other values (a wrong file or a bug); the message names it.
+    """
+    try:
+        op = gguf_kernel()
+    except KernelUnavailableError:
+        op = None
+    modules = dict(model.named_modules())
+    for name, grouped in layers.items():
+        module = modules.get(name)
+        if not isinstance(module, nn.Linear | nn.Embedding) or module.weight.dtype != torch.float32:
+            raise ConfigError(
+                f"GGUF weights name {name!r}, which is not a float32 nn.Linear or nn.Embedding"
+            )
+        _same_weight(name, grouped, module.weight, op if isinstance(module, nn.Linear) else None)
+
+
+_CHECK_ROWS = 2048  # rows decoded at a time (a 151,936-row head in one piece took 0.5 GB)
+
+
+def _same_weight(
+    name: str,
+    grouped: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    weight: torch.Tensor,
+    op: Any = None,
+) -> None:
+    """Raise unless ``grouped`` decodes (by the kernel ``op``, or the torch reference) to
+    ``weight`` bit for bit; a block of rows at a time."""
+    q, scale, offset = grouped
+    weight = weight.detach()
+    same = q.shape == weight.shape
+    for start in range(0, q.shape[0], _CHECK_ROWS) if same else ():
+        end = start + _CHECK_ROWS
+        part = (q[start:end], scale[start:end], None if offset is None else offset[start:end])
+        if op is None:
+            rows = reference_dequantize(*part)
+        else:
+            rows = op.grouped_dequantize(*part[:2], _EMPTY if part[2] is None else part[2])
+        if not torch.equal(rows, weight[start:end]):
+            same = False
+            break
+    if not same:
         raise ConfigError(
             f"{name}: the GGUF weights decode to other values than the float32 weight"
         )

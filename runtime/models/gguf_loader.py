@@ -63,15 +63,30 @@ class LoadedModel:
         """The file's quantised linear weights as ``{layer name: (codes, scale, offset)}``
         (see :mod:`ragloom.runtime.models.gguf_quant`), read once and cached.
 
+        The first time the cache is used they are checked against this model's float32
+        weights, bit for bit, and the cache records it: later loads may swap them in without
+        reading the float32 linear weights (``use_gguf_weights(..., check=False)``).
+
         Raises:
             ModelError: the model was not loaded from a GGUF file by :func:`load_gguf`.
+            ConfigError: they decode to other values than this model's float32 weights (or
+                the model is no longer float32), on that first check.
         """
-        from ragloom.runtime.models.gguf_quant import load_gguf_linears
+        from ragloom.runtime.layers.gguf_linear import check_gguf_weights
+        from ragloom.runtime.models.gguf_quant import (
+            linears_checked,
+            load_gguf_linears,
+            mark_linears_checked,
+        )
 
         if self.weights_dir is None:
             raise ModelError("this model was not loaded by load_gguf: it has no GGUF weights")
         permute_qk = ARCHITECTURES[self.config.architecture].permute_qk
-        return load_gguf_linears(self.path, self.weights_dir, self.config, permute_qk)
+        layers = load_gguf_linears(self.path, self.weights_dir, self.config, permute_qk)
+        if not linears_checked(self.weights_dir):
+            check_gguf_weights(self.model, layers)
+            mark_linears_checked(self.weights_dir)
+        return layers
 
 
 def file_sha256(path: Path) -> str:

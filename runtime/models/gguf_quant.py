@@ -24,7 +24,8 @@ next to the float32 weights. Other types (F16, F32, I-quants) are left out: thos
 float32.
 
 This module does not run anything; :class:`~ragloom.runtime.layers.gguf_linear.GGUFLinear`
-does, and the engine checks that the decoded weights equal the float32 model's, bit for bit.
+does. The decoded weights are checked against the float32 model's, bit for bit, the first time
+the cache is used (:func:`linears_checked`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ _ONE = np.array([1.0], dtype=np.float16).view(np.uint8)
 _LEGACY = {"Q4_0": False, "Q5_0": False, "Q8_0": False, "Q4_1": True, "Q5_1": True}
 _CACHE_NAME = "gguf_linears.v2.safetensors"  # v2: with an untied model's token embedding
 _OLD_CACHE_NAMES = ("gguf_linears.v1.safetensors",)
+# written once the cache has been checked against the float32 weights beside it, bit for bit
+_CHECKED_NAME = "gguf_linears.v2.checked"
 
 
 def _f16(column: np.ndarray) -> np.ndarray:
@@ -203,6 +206,7 @@ def load_gguf_linears(
         except Exception:  # a damaged cache file (safetensors raises several kinds): rebuild
             state = None
     if state is None:
+        (folder / _CHECKED_NAME).unlink(missing_ok=True)  # a new file is checked anew
         state = _read(path, cfg, permute_qk)
         tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
         save_file(state, tmp, metadata={"source": json.dumps(path.name)})
@@ -215,3 +219,14 @@ def load_gguf_linears(
         if part == "q":
             layers[layer] = (state[key], state[f"{layer}.scale"], state.get(f"{layer}.offset"))
     return layers
+
+
+def linears_checked(folder: Path) -> bool:
+    """Whether the cached GGUF weights in ``folder`` were checked against its float32 weights
+    (:func:`mark_linears_checked`) since they were written."""
+    return (folder / _CHECKED_NAME).exists()
+
+
+def mark_linears_checked(folder: Path) -> None:
+    """Record that the cached GGUF weights in ``folder`` decode to its float32 weights."""
+    (folder / _CHECKED_NAME).touch()

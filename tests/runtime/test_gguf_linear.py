@@ -8,6 +8,7 @@ The engine-level check (greedy tokens equal the float32 reference) is in
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -304,6 +305,10 @@ def test_use_gguf_weights_swaps_only_after_checking_the_values():
     assert type(other[0]) is torch.nn.Linear  # left as it was
     with pytest.raises(ConfigError, match="not a float32 nn.Linear"):
         use_gguf_weights(other, {"missing": (q, scale, offset)})
+    # check=False (layers checked before) never reads the float weight: here it has no data
+    unread = torch.nn.Sequential(torch.nn.Linear(64, 16, bias=False, device="meta"))
+    assert use_gguf_weights(unread, {"0": (q, scale, offset)}, check=False) == ["0"]
+    torch.testing.assert_close(unread(x), x @ weight.T, rtol=1e-5, atol=1e-4)
 
 
 class Tiny(torch.nn.Module):
@@ -380,3 +385,40 @@ def test_auto_runs_gguf_weights_where_the_kernel_builds_and_float32_where_not(mo
         LLMEngine(load_gguf(path), EngineConfig(num_threads=1, quantization="gguf"))
     with pytest.raises(ConfigError, match="GGUF weights"):
         ModelRunner(load_gguf(path).model, EngineConfig(num_threads=1, quantization="gguf"))
+
+
+@pytest.mark.model
+def test_gguf_linears_are_checked_against_the_float_weights_once_per_cache(tmp_path, monkeypatch):
+    import dataclasses
+
+    from safetensors.torch import load_file, save_file
+
+    from ragloom.runtime.layers import gguf_linear
+    from ragloom.runtime.model_files import resolve_model
+    from ragloom.runtime.models.gguf_loader import load_gguf
+
+    loaded = load_gguf(resolve_model("smollm2-135m-instruct"))
+    loaded.gguf_linears()  # (the shared cache is built)
+    cache = "gguf_linears.v2.safetensors"
+    shutil.copy(loaded.weights_dir / cache, tmp_path / cache)
+    copy = dataclasses.replace(loaded, weights_dir=tmp_path)
+    checks = []
+    check = gguf_linear.check_gguf_weights
+    monkeypatch.setattr(gguf_linear, "check_gguf_weights", lambda m, w: checks.append(check(m, w)))
+    copy.gguf_linears()
+    assert len(checks) == 1 and (tmp_path / "gguf_linears.v2.checked").exists()
+    copy.gguf_linears()  # checked before: the float32 weights are not read again
+    assert len(checks) == 1
+
+    # codes that decode to other values are refused on the first use of their cache
+    state = load_file(tmp_path / cache)
+    state["model.layers.3.mlp.down_proj.q"][5, 7] += 1
+    save_file(state, tmp_path / cache)
+    (tmp_path / "gguf_linears.v2.checked").unlink()
+    with pytest.raises(ConfigError, match="model.layers.3.mlp.down_proj: the GGUF weights decode"):
+        copy.gguf_linears()
+    assert not (tmp_path / "gguf_linears.v2.checked").exists()
+    # a damaged cache is rebuilt from the file and checked anew
+    (tmp_path / cache).write_bytes(b"\x00" * 100)
+    copy.gguf_linears()
+    assert len(checks) == 2 and (tmp_path / "gguf_linears.v2.checked").exists()
