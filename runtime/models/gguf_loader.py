@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,13 +204,29 @@ def _unpermute(w: np.ndarray, num_heads: int) -> np.ndarray:
     return w.reshape(num_heads, -1, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _dequantize(reader: Any, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Tensor]:
-    from gguf import dequantize
+def dequantize(data: np.ndarray, qtype: Any) -> np.ndarray:
+    """gguf's own dequantisation of a tensor's raw blocks (its exact values), flat float32.
 
+    subtle: gguf decodes 16 rows of its input per numpy call; given one block per row, the
+    per-call overhead took 3.5x the decoding (52 s for the 0.5B model's codes). Rows of up to
+    1,024 blocks give the same values, elementwise, in a fraction of the time.
+    """
+    from gguf import GGML_QUANT_SIZES
+    from gguf import dequantize as gguf_dequantize
+
+    raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+    type_size = GGML_QUANT_SIZES[qtype][1]
+    per_row = math.gcd(raw.size // type_size, 1024)
+    out = gguf_dequantize(raw.reshape(-1, per_row * type_size), qtype)
+    return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def _dequantize(reader: Any, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Tensor]:
     raw: dict[str, np.ndarray] = {}
-    for tensor in reader.tensors:
-        w = dequantize(tensor.data, tensor.tensor_type).astype(np.float32, copy=False)
-        raw[tensor.name] = w.reshape([int(d) for d in reversed(tensor.shape)])
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # (numpy works without the GIL)
+        decoded = pool.map(lambda t: dequantize(t.data, t.tensor_type), reader.tensors)
+        for tensor, w in zip(reader.tensors, decoded, strict=True):
+            raw[tensor.name] = w.reshape([int(d) for d in reversed(tensor.shape)])
     if permute_qk:
         for i in range(cfg.num_layers):
             raw[f"blk.{i}.attn_q.weight"] = _unpermute(raw[f"blk.{i}.attn_q.weight"], cfg.num_heads)

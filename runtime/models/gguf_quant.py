@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 
 from ragloom.runtime.models.config import ModelConfig
-from ragloom.runtime.models.gguf_loader import _unpermute, tensor_sources
+from ragloom.runtime.models.gguf_loader import _unpermute, dequantize, tensor_sources
 
 __all__ = ["GroupedWeight", "load_gguf_linears", "unpack"]
 
@@ -57,9 +58,10 @@ def _f16(column: np.ndarray) -> np.ndarray:
 
 
 def _decode(blocks: np.ndarray, qtype: Any) -> np.ndarray:
-    from gguf import dequantize
+    from gguf import GGML_QUANT_SIZES
 
-    return np.asarray(dequantize(blocks, qtype), dtype=np.float32)
+    block_size = GGML_QUANT_SIZES[qtype][0]
+    return dequantize(blocks, qtype).reshape(len(blocks), block_size)
 
 
 def _codes(scaled: np.ndarray, sub: np.ndarray) -> np.ndarray:
@@ -157,14 +159,14 @@ def _read(path: Path, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Ten
     reader = GGUFReader(path)
     tensors = {t.name: t for t in reader.tensors}
     heads = {"attn_q.weight": cfg.num_heads, "attn_k.weight": cfg.num_kv_heads}
-    state: dict[str, torch.Tensor] = {}
-    for layer, sources in _sources(cfg, set(tensors)).items():
+
+    def layer_weights(sources: list[str]) -> GroupedWeight | None:
         parts: list[GroupedWeight] = []
         for name in sources:
             t = tensors[name]
             part = unpack(t.data, t.tensor_type, (int(t.shape[1]), int(t.shape[0])))
             if part is None:
-                break
+                return None
             suffix = name.split(".", 2)[-1]
             if permute_qk and suffix in heads:
                 part = (
@@ -173,8 +175,15 @@ def _read(path: Path, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Ten
                     None if part[2] is None else _unpermute(part[2], heads[suffix]),
                 )
             parts.append(part)
-        else:
-            q, scale, offset = _concat(parts)
+        return _concat(parts)
+
+    layers = _sources(cfg, set(tensors))
+    state: dict[str, torch.Tensor] = {}
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # (numpy works without the GIL)
+        for layer, weights in zip(layers, pool.map(layer_weights, layers.values()), strict=True):
+            if weights is None:  # a type without the grouped form: this layer stays float32
+                continue
+            q, scale, offset = weights
             state[f"{layer}.q"] = torch.from_numpy(np.ascontiguousarray(q))
             state[f"{layer}.scale"] = torch.from_numpy(np.ascontiguousarray(scale))
             if offset is not None:
