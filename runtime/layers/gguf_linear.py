@@ -434,16 +434,15 @@ def use_gguf_weights(
         ConfigError: a named module is missing or not a float32 linear or embedding, or its GGUF
             weights decode to other values than its float32 weight (a wrong file or a bug).
     """
+    if check:  # (all before any swap: a refused layer leaves the model as it was)
+        check_gguf_weights(model, layers)
     modules = dict(model.named_modules())
     embeddings = {id(m.weight): n for n, m in modules.items() if isinstance(m, nn.Embedding)}
     swapped: list[str] = []
     for name, (q, scale, offset) in layers.items():
         linear = modules.get(name)
         if isinstance(linear, nn.Embedding) and linear.weight.dtype == torch.float32:
-            embedding = GGUFEmbedding(q, scale, offset)
-            if check:
-                _same_weight(name, (q, scale, offset), linear.weight)
-            _replace(model, name, embedding)
+            _replace(model, name, GGUFEmbedding(q, scale, offset))
             swapped.append(name)
             continue
         if type(linear) is not nn.Linear or linear.weight.dtype != torch.float32:
@@ -452,8 +451,6 @@ def use_gguf_weights(
             )
         q8 = int8_activations and _q8_fits(q.shape[1] // scale.shape[1], q.shape[1])
         layer = GGUFLinear(q, scale, offset, linear.bias, int8_activations=q8)
-        if check:
-            _same_weight(name, (q, scale, offset), linear.weight, layer._op)
         _replace(model, name, layer)
         swapped.append(name)
         tied = embeddings.get(id(linear.weight))
