@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ragloom.errors import PlanError, ToolError
@@ -199,7 +200,11 @@ def parse_call(text: str, *, line: int | None = None) -> tuple[str, dict[str, An
     ('math', {'0': '$1 + 2', '1': '$2', 'scale': [1, '$3']})
     """
     try:
-        tree = ast.parse(_quote_refs(text), mode="eval")
+        # an unknown escape such as "\$" keeps its backslash, as Python reads it, whatever the
+        # warning filters (as an error, the DeprecationWarning would turn it into a PlanError)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+            tree = ast.parse(_quote_refs(text), mode="eval")
     except _PARSE_ERRORS as exc:
         raise PlanError(f"not a tool call: {_reason(exc)} in {text[:80]!r}", line=line) from None
     call = tree.body

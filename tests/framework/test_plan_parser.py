@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -97,6 +99,13 @@ def test_malformed_plans_name_the_line(text: str, line: int, message: str) -> No
     with pytest.raises(PlanError, match=message) as info:
         parse_plan(text, REGISTRY)
     assert info.value.line == line and f"line {line}" in str(info.value)
+
+
+def test_an_unknown_escape_keeps_its_backslash_whatever_the_warning_filters() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (as under python -W error: no PlanError, no warning)
+        plan = parse_plan('1. search("price in \\$ or \\%")', REGISTRY)
+    assert plan.tasks[0].args == {"query": "price in \\$ or \\%"}
 
 
 def test_refs_below_the_first_id_belong_to_earlier_rounds() -> None:
