@@ -245,7 +245,16 @@ def _dequantize(reader: Any, cfg: ModelConfig, permute_qk: bool) -> dict[str, to
         param: np.concatenate([raw.pop(n) for n in names]) if len(names) > 1 else raw.pop(names[0])
         for param, names in sources.items()
     }
-    return {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
+    return {k: torch.from_numpy(_owned_float32(v)) for k, v in state.items()}
+
+
+def _owned_float32(a: np.ndarray) -> np.ndarray:
+    """``a`` as a writable, contiguous float32 array, copied only where it is not one already
+    (a float32 tensor of the file is a read-only view of it; decoded ones are fresh: copying
+    those too held a second float32 model in memory while converting)."""
+    if a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, dtype=np.float32)
 
 
 def tensor_sources(cfg: ModelConfig, names: set[str]) -> dict[str, list[str]]:
