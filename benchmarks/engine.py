@@ -41,7 +41,7 @@ against the float32 ones once per cache instead of at every load), two runs at `
 TTFT 15.9-16.7x, decode 13.3-16.2 tok/s, 2.11-2.32x HF (gguf-q8 2.26-2.44x), llama.cpp
 20.9-21.5 tok/s (engine 0.64-0.75x), batch 2.18-2.34x (gguf-q8 1.82-1.90x), engine RSS peak
 1.61-1.69 GB and 1.58-1.60 GB after (a) (the first load of a model on a machine, which converts
-and checks, peaks at 4.7 GB).
+and checks, peaks at 4.5 GB).
 
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.

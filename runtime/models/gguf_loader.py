@@ -4,8 +4,9 @@ The first load reads the file with the ``gguf`` package, dequantises every tenso
 (the exact values llama.cpp computes with), maps llama.cpp's tensor names onto the models in
 this folder (fusing Q/K/V and gate/up, un-permuting llama's Q/K rows) and builds the tokenizer
 and chat template from the file's own metadata through ``transformers``. The converted weights,
-config and tokenizer are then cached as safetensors in ``cache_dir("weights", <sha256 of the
-file>)``, so later loads skip the dequantisation (seconds instead of a minute for 0.5B).
+the file's quantised weights as the engine's kernel runs them (:mod:`gguf_quant`, from the same
+reader), config and tokenizer are then cached as safetensors in ``cache_dir("weights", <sha256
+of the file>)``, so later loads skip the dequantisation (seconds instead of a minute for 0.5B).
 
 This module does not locate packaged models (:mod:`ragloom.runtime.model_files` does) and does
 not run them.
@@ -138,10 +139,13 @@ def _convert(path: Path, folder: Path) -> None:
     """Dequantise ``path`` into ``folder`` (written to a temporary folder, then renamed)."""
     from safetensors.torch import save_file
 
+    from ragloom.runtime.models.gguf_quant import write_gguf_linears
+
     reader = _open_reader(path)
     config = _read_config(reader, path)
+    permute_qk = ARCHITECTURES[config.architecture].permute_qk
     try:
-        state = _dequantize(reader, config, ARCHITECTURES[config.architecture].permute_qk)
+        state = _dequantize(reader, config, permute_qk)
     except ModelError as exc:
         raise ModelError(f"{path.name}: {exc}") from None
     tokenizer = _read_tokenizer(path)
@@ -149,6 +153,8 @@ def _convert(path: Path, folder: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(state, tmp / "model.safetensors")
+    del state  # (the quantised weights next, from the same reader)
+    write_gguf_linears(reader, path.name, tmp, config, permute_qk)
     config.save(tmp / "config.json")
     tokenizer.save_pretrained(tmp / "tokenizer")
     meta = {"eos_token_ids": _eos_token_ids(reader, tokenizer), "source": path.name}

@@ -40,9 +40,14 @@ import numpy as np
 import torch
 
 from ragloom.runtime.models.config import ModelConfig
-from ragloom.runtime.models.gguf_loader import _unpermute, dequantize, tensor_sources
+from ragloom.runtime.models.gguf_loader import (
+    _open_reader,
+    _unpermute,
+    dequantize,
+    tensor_sources,
+)
 
-__all__ = ["GroupedWeight", "load_gguf_linears", "unpack"]
+__all__ = ["GroupedWeight", "load_gguf_linears", "unpack", "write_gguf_linears"]
 
 GroupedWeight = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # codes, scale, offset
 _ONE = np.array([1.0], dtype=np.float16).view(np.uint8)
@@ -153,10 +158,7 @@ def _sources(cfg: ModelConfig, names: set[str]) -> dict[str, list[str]]:
     return layers
 
 
-def _read(path: Path, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Tensor]:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
+def _read(reader: Any, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Tensor]:
     tensors = {t.name: t for t in reader.tensors}
     heads = {"attn_q.weight": cfg.num_heads, "attn_k.weight": cfg.num_kv_heads}
 
@@ -205,7 +207,7 @@ def load_gguf_linears(
         cfg: the model's config.
         permute_qk: whether Q/K rows are in llama.cpp's interleaved order.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     cached = folder / _CACHE_NAME
     state = None
@@ -215,19 +217,33 @@ def load_gguf_linears(
         except Exception:  # a damaged cache file (safetensors raises several kinds): rebuild
             state = None
     if state is None:
-        (folder / _CHECKED_NAME).unlink(missing_ok=True)  # a new file is checked anew
-        state = _read(path, cfg, permute_qk)
-        tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
-        save_file(state, tmp, metadata={"source": json.dumps(path.name)})
-        os.replace(tmp, cached)
-        for name in _OLD_CACHE_NAMES:  # superseded by this file
-            (folder / name).unlink(missing_ok=True)
+        state = write_gguf_linears(_open_reader(path), path.name, folder, cfg, permute_qk)
     layers: dict[str, Any] = {}
     for key in state:
         layer, part = key.rsplit(".", 1)
         if part == "q":
             layers[layer] = (state[key], state[f"{layer}.scale"], state.get(f"{layer}.offset"))
     return layers
+
+
+def write_gguf_linears(
+    reader: Any, source: str, folder: Path, cfg: ModelConfig, permute_qk: bool
+) -> dict[str, torch.Tensor]:
+    """Build the cache file of :func:`load_gguf_linears` in ``folder`` from an open
+    ``GGUFReader`` of the file named ``source`` (the file's conversion passes its own: reading
+    the metadata of a 0.5B model takes ~10 s) and return its tensors. Written atomically; older
+    versions are removed and the new file is checked anew."""
+    from safetensors.torch import save_file
+
+    (folder / _CHECKED_NAME).unlink(missing_ok=True)
+    state = _read(reader, cfg, permute_qk)
+    cached = folder / _CACHE_NAME
+    tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+    save_file(state, tmp, metadata={"source": json.dumps(source)})
+    os.replace(tmp, cached)
+    for name in _OLD_CACHE_NAMES:  # superseded by this file
+        (folder / name).unlink(missing_ok=True)
+    return state
 
 
 def linears_checked(folder: Path) -> bool:

@@ -422,3 +422,28 @@ def test_gguf_linears_are_checked_against_the_float_weights_once_per_cache(tmp_p
     (tmp_path / cache).write_bytes(b"\x00" * 100)
     copy.gguf_linears()
     assert len(checks) == 2 and (tmp_path / "gguf_linears.v2.checked").exists()
+
+
+@pytest.mark.model
+def test_the_first_conversion_writes_the_quantised_weights_from_its_own_reader(
+    tmp_path, monkeypatch
+):
+    from ragloom.runtime.model_files import resolve_model
+    from ragloom.runtime.models import gguf_quant
+    from ragloom.runtime.models.gguf_loader import load_gguf
+
+    path = resolve_model("smollm2-135m-instruct")
+    want = load_gguf(path).gguf_linears()  # (from the shared cache)
+    monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path))
+    opened = []
+    monkeypatch.setattr(gguf_quant, "_open_reader", lambda p: opened.append(p))
+    loaded = load_gguf(path)  # converts into the empty cache
+    assert (loaded.weights_dir / "gguf_linears.v2.safetensors").exists()
+    got = loaded.gguf_linears()  # checked now, and not read from the file again
+    assert opened == [] and (loaded.weights_dir / "gguf_linears.v2.checked").exists()
+    assert sorted(got) == sorted(want)
+    for name in got:
+        assert all(
+            (a is None and b is None) or torch.equal(a, b)
+            for a, b in zip(got[name], want[name], strict=True)
+        )
