@@ -73,9 +73,8 @@ class EngineConfig:
             raise ConfigError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.quantization not in ("auto", "none", "gguf", "gguf-q8", "int8", "int8-dynamic"):
             raise ConfigError(
-                "quantization must be 'auto', 'none', 'gguf', 'gguf-q8', 'int8' or 'int8-dynamic', "
-                "got "
-                f"{self.quantization!r}"
+                "quantization must be 'auto', 'none', 'gguf', 'gguf-q8', 'int8' or "
+                f"'int8-dynamic', got {self.quantization!r}"
             )
         if self.weight_layout not in ("auto", "row", "transposed"):
             raise ConfigError(

@@ -271,7 +271,6 @@ class GGUFLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T + b`` in float32."""
         rows = x.reshape(-1, self.in_features)
-        few = rows.shape[0] <= _KERNEL_ROWS
         if self.int8_activations:  # (every row count: a row's numbers never depend on its step)
             if self._op is None:
                 out = reference_q8_linear(rows, self.q, self.scale, self.offset)
@@ -281,7 +280,7 @@ class GGUFLinear(nn.Module):
                 out += self.bias
         elif self._op is None:
             out = torch.nn.functional.linear(rows, self.dequantize(), self.bias)
-        elif few:
+        elif rows.shape[0] <= _KERNEL_ROWS:
             out = self._op.grouped_linear(rows, self.q, self.scale, self._offset_arg())
             if self.bias is not None:
                 out += self.bias
