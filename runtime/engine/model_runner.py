@@ -20,7 +20,11 @@ import torch
 from ragloom.errors import ConfigError
 from ragloom.runtime.engine.config import EngineConfig
 from ragloom.runtime.engine.sequence import Sequence
-from ragloom.runtime.layers.attention import AttentionMetadata, PrefillChunk
+from ragloom.runtime.layers.attention import (
+    AttentionMetadata,
+    PrefillChunk,
+    decode_attention_kernel,
+)
 from ragloom.runtime.layers.gguf_linear import use_gguf_weights
 from ragloom.runtime.layers.linear import choose_weight_layouts, quantize_linears
 from ragloom.runtime.models.llama import LlamaForCausalLM
@@ -105,9 +109,15 @@ class ModelRunner:
         self.vocab_size = cfg.vocab_size
         shape = (cfg.num_layers, 2, config.num_kv_blocks * config.block_size)
         self.kv_cache = torch.zeros(*shape, cfg.num_kv_heads, cfg.head_dim, dtype=dtype)
+        kernel = (
+            decode_attention_kernel(dtype, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads)
+            if config.attention_kernel
+            else None
+        )
         for i, attn in enumerate(model.attention_layers()):
             attn.k_cache, attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
             attn.batch_invariant = self.quantization == "gguf-q8"
+            attn.decode_kernel = kernel
 
     def _slots(self, seq: Sequence, start: int, end: int) -> torch.Tensor:
         table = torch.tensor(seq.block_table, dtype=torch.long)
@@ -142,6 +152,7 @@ class ModelRunner:
             meta.decode_slots = padded
             mask = torch.arange(padded.shape[1])[None, :] < lengths[:, None]
             meta.decode_mask = mask[:, None, None, :]
+            meta.decode_lengths = lengths
         return token_ids, positions, meta
 
     @torch.inference_mode()

@@ -1,27 +1,35 @@
-"""Attention over the paged KV cache, in plain torch (``scaled_dot_product_attention``).
+"""Attention over the paged KV cache.
 
 Each step mixes decoding sequences (one new token each) and prefill chunks (many tokens of one
 sequence). The step's tokens are packed: decodes first, then one contiguous run per prefill
 chunk. New keys/values are written into their slots (``slot_mapping``), then:
 
-- decodes attend in one padded batch: their context slots are gathered into ``[B, L]`` with a
-  mask hiding the padding (or, with ``batch_invariant``, one by one over their own contexts:
-  then a sequence's numbers never depend on the lengths of the others in its step);
+- decodes attend over their context slots (``[B, L]``, padded; ``decode_lengths`` says how many
+  are real). Where ragloom's CPU kernels build (:mod:`ragloom.runtime.layers.kernels`),
+  ``paged_attention.cpp`` reads the slots straight from the cache, each sequence on its own;
+  otherwise torch gathers them and runs ``scaled_dot_product_attention`` in one padded batch
+  with a mask hiding the padding (or, with ``batch_invariant``, one by one over their own
+  contexts: then a sequence's numbers never depend on the lengths of the others in its step,
+  as with the kernel);
 - each prefill chunk attends to its gathered context with a causal mask offset by the tokens
-  already in the cache (prefix-cache hits, earlier chunks).
+  already in the cache (prefix-cache hits, earlier chunks), through torch's
+  ``scaled_dot_product_attention``.
 
-No custom kernels, no CUDA-only code: correctness first, speed from batching.
+No CUDA-only code.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.functional import scaled_dot_product_attention as sdpa
 
-__all__ = ["AttentionMetadata", "PagedAttention", "PrefillChunk"]
+__all__ = ["AttentionMetadata", "PagedAttention", "PrefillChunk", "decode_attention_kernel"]
 
 
 @dataclass(slots=True)
@@ -50,6 +58,7 @@ class AttentionMetadata:
         num_decodes: leading rows that are decodes.
         decode_slots: ``[num_decodes, L]`` context slots per decode (padded).
         decode_mask: ``[num_decodes, 1, 1, L]`` True where a slot is real.
+        decode_lengths: ``[num_decodes]`` int64, the real slots of each decode.
         prefills: the prefill chunks, in row order.
     """
 
@@ -57,6 +66,7 @@ class AttentionMetadata:
     num_decodes: int = 0
     decode_slots: torch.Tensor | None = None
     decode_mask: torch.Tensor | None = None
+    decode_lengths: torch.Tensor | None = None
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
@@ -80,6 +90,8 @@ class PagedAttention(nn.Module):
         # bit for bit in any batch (set by the model runner for int8 activations, whose
         # rounding would turn the padded batch's last-bit differences into other tokens)
         self.batch_invariant = False
+        # the compiled decode attention (None: torch's path); set by the model runner
+        self.decode_kernel: Any = None
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
@@ -89,7 +101,17 @@ class PagedAttention(nn.Module):
         self.v_cache.index_copy_(0, meta.slot_mapping, v.to(self.v_cache.dtype))
         out = torch.empty_like(q)
         gqa = self.num_heads != self.num_kv_heads
-        if meta.num_decodes and self.batch_invariant:  # decode, one sequence at a time
+        if meta.num_decodes and self.decode_kernel is not None:  # decode, compiled
+            assert meta.decode_slots is not None and meta.decode_lengths is not None
+            out[: meta.num_decodes] = self.decode_kernel(
+                q[: meta.num_decodes],
+                self.k_cache,
+                self.v_cache,
+                meta.decode_slots,
+                meta.decode_lengths,
+                1 / math.sqrt(self.head_dim),
+            )
+        elif meta.num_decodes and self.batch_invariant:  # decode, one sequence at a time
             assert meta.decode_slots is not None and meta.decode_mask is not None
             for i in range(meta.num_decodes):
                 slots = meta.decode_slots[i][meta.decode_mask[i].view(-1)]
@@ -115,3 +137,24 @@ class PagedAttention(nn.Module):
             o = sdpa(qq, kk, vv, attn_mask=chunk.mask, is_causal=chunk.mask is None, enable_gqa=gqa)
             out[chunk.start : chunk.end] = o[0].transpose(0, 1)
         return out
+
+
+def decode_attention_kernel(
+    dtype: torch.dtype, head_dim: int, num_heads: int, num_kv_heads: int
+) -> Any:
+    """The compiled decode attention for a KV cache of ``dtype`` and this head layout, or
+    ``None`` where torch's path runs instead (a cache that is not float32, a head size that is
+    not a multiple of 8, or no kernels on this machine)."""
+    if dtype != torch.float32 or head_dim % 8 or num_heads % num_kv_heads:
+        return None
+    return _compiled_decode()
+
+
+@functools.cache
+def _compiled_decode() -> Any:
+    from ragloom.runtime.layers.kernels import KernelUnavailableError, cpu_kernels
+
+    try:
+        return cpu_kernels().ragloom_attention.paged_decode_attention
+    except KernelUnavailableError:
+        return None

@@ -20,21 +20,14 @@ This module does not read GGUF files (the loader does) and does not quantise flo
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ragloom._config import cache_dir
 from ragloom.errors import ConfigError
+from ragloom.runtime.layers.kernels import KernelUnavailableError, cpu_kernels
 
 __all__ = [
     "GGUFEmbedding",
@@ -48,16 +41,8 @@ __all__ = [
     "use_gguf_weights",
 ]
 
-_SOURCE = Path(__file__).with_name("gguf_matmul.cpp")
-_KEEP_BUILDS = 3  # cached kernel builds kept (other torch versions or compilers in use)
-_FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
 _KERNEL_ROWS = 32  # at most this many rows: the kernel; more: decoded tiles + float32 GEMM
 _TILE_ROWS = 256  # weight rows decoded at a time for a GEMM (5 MB for 4,864 inputs)
-
-
-class KernelUnavailableError(ConfigError):
-    """The GGUF kernel cannot be built or loaded here (no AVX2, no C++ compiler, a failed
-    build); the message says which."""
 
 
 def reference_dequantize(
@@ -118,79 +103,15 @@ def reference_linear(
     return torch.nn.functional.linear(x, reference_dequantize(q, scale, offset))
 
 
-@functools.cache
 def gguf_kernel() -> Any:
-    """The compiled kernel's torch op namespace (``grouped_linear``, ``grouped_dequantize``),
-    built on first use and cached per source, torch version and compiler.
+    """The compiled GGUF kernel's torch op namespace (``grouped_linear``,
+    ``grouped_dequantize``, ...), built on first use (see
+    :func:`~ragloom.runtime.layers.kernels.cpu_kernels`).
 
     Raises:
-        KernelUnavailableError: this CPU lacks AVX2/FMA, no C++ compiler is found (``$CXX``
-            or ``g++``) or the build fails (the compiler's last lines are in the message).
+        KernelUnavailableError: the kernels cannot be built or loaded here.
     """
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability not in ("AVX2", "AVX512"):
-        raise KernelUnavailableError(
-            f"the GGUF kernel needs AVX2 and FMA; this CPU has {capability}"
-        )
-    compiler = shutil.which(os.environ.get("CXX", "g++"))
-    if compiler is None:
-        raise KernelUnavailableError("the GGUF kernel needs a C++ compiler ($CXX or g++) to build")
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + f"{torch.__version__} {compiler} {_FLAGS}".encode()).hexdigest()
-    library = cache_dir("kernels") / f"gguf_matmul-{key[:16]}.so"
-    if library.exists():
-        _touch(library)
-    else:
-        _build(compiler, library)
-        _prune(library)
-    try:
-        torch.ops.load_library(str(library))
-    except OSError as exc:  # a damaged file in the cache: drop it so the next call rebuilds
-        library.unlink(missing_ok=True)
-        raise KernelUnavailableError(f"cannot load the GGUF kernel {library}: {exc}") from exc
-    return torch.ops.ragloom_gguf
-
-
-def _touch(library: Path) -> None:
-    """Mark a cached library as used now (its age decides what :func:`_prune` keeps)."""
-    try:
-        os.utime(library)
-    except OSError:  # (a read-only cache is still usable)
-        pass
-
-
-def _prune(library: Path) -> None:
-    """Delete all but the ``_KEEP_BUILDS`` most recently used builds beside ``library``:
-    each new source, torch version or compiler is a new file, and old ones are never loaded
-    again (a process that has one loaded keeps its mapping)."""
-    builds = sorted(
-        library.parent.glob("gguf_matmul-*.so"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
-    for old in builds[_KEEP_BUILDS:]:
-        if old != library:
-            old.unlink(missing_ok=True)
-
-
-def _build(compiler: str, library: Path) -> None:
-    """Compile the kernel into ``library`` (through a temporary file, then renamed, so that a
-    concurrent or interrupted build never leaves a half-written library)."""
-    from torch.utils import cpp_extension
-
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    command = [compiler, *_FLAGS, "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
-    command += [f"-I{path}" for path in cpp_extension.include_paths()]
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=library.parent)
-    os.close(fd)
-    command += [str(_SOURCE), "-o", tmp]
-    command += [f"-L{path}" for path in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-            raise KernelUnavailableError(f"building the GGUF kernel failed:\n{tail}")
-        os.replace(tmp, library)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    return cpu_kernels().ragloom_gguf
 
 
 class GGUFLinear(nn.Module):

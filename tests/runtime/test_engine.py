@@ -41,6 +41,18 @@ def test_batch_of_eight_mixed_lengths_matches_each_alone():
     assert together == [alone(tuple(p), GREEDY.max_tokens) for p in prompts]
 
 
+def test_compiled_decode_attention_gives_the_torch_path_tokens():
+    prompts = [chat_ids(q) for q in MIXED[:4]]
+    compiled, plain = fresh_engine(), fresh_engine(attention_kernel=False)
+    layers = compiled.runner.model.attention_layers()
+    assert all(a.decode_kernel is not None for a in layers)  # the default, where it builds
+    assert all(a.decode_kernel is None for a in plain.runner.model.attention_layers())
+    for engine in (compiled, plain):
+        engine.scheduler.block_manager.evict_cached()
+    want = [s.completion_token_ids for s in plain.generate(prompts, GREEDY)]
+    assert [s.completion_token_ids for s in compiled.generate(prompts, GREEDY)] == want
+
+
 def test_chunked_prefill_keeps_decodes_running_and_changes_no_token():
     engine = fresh_engine(max_num_batched_tokens=32, kv_cache_tokens=4096)
     short, long = chat_ids(PROMPTS[0]), chat_ids(PROMPTS[3] * 12)

@@ -25,6 +25,7 @@ from ragloom.runtime.layers.gguf_linear import (
     reference_q8_linear,
     use_gguf_weights,
 )
+from ragloom.runtime.layers.kernels import cpu_kernels
 from ragloom.runtime.models.gguf_quant import unpack
 
 gguf = pytest.importorskip("gguf")
@@ -143,7 +144,7 @@ def test_bad_shapes_name_the_problem(build, message):
 def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))
-    gguf_kernel.cache_clear()
+    cpu_kernels.cache_clear()
     try:
         with pytest.raises(KernelUnavailableError, match="C\\+\\+ compiler"):
             gguf_kernel()
@@ -155,7 +156,7 @@ def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):
         x = torch.randn(2, 64)
         assert torch.equal(fallback(x), reference_linear(x, q, scale, None))
     finally:
-        gguf_kernel.cache_clear()
+        cpu_kernels.cache_clear()
 
 
 def test_failing_build_reports_the_compiler_output(monkeypatch, tmp_path):
@@ -164,34 +165,36 @@ def test_failing_build_reports_the_compiler_output(monkeypatch, tmp_path):
     fake.chmod(0o755)
     monkeypatch.setenv("CXX", str(fake))
     monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))
-    gguf_kernel.cache_clear()
+    cpu_kernels.cache_clear()
     try:
         with pytest.raises(KernelUnavailableError, match="no room on device"):
             gguf_kernel()
         assert not list((tmp_path / "cache" / "kernels").iterdir())  # no half-written library
     finally:
-        gguf_kernel.cache_clear()
+        cpu_kernels.cache_clear()
 
 
 def test_damaged_cached_library_is_reported_and_dropped(monkeypatch, tmp_path):
     monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))
-    gguf_kernel.cache_clear()
+    cpu_kernels.cache_clear()
     monkeypatch.setattr(
-        "ragloom.runtime.layers.gguf_linear._build",
+        "ragloom.runtime.layers.kernels._build",
         lambda c, lib: lib.write_bytes(b"not an ELF file"),
     )
     try:
-        with pytest.raises(KernelUnavailableError, match="cannot load the GGUF kernel"):
+        with pytest.raises(KernelUnavailableError, match="cannot load ragloom's CPU kernels"):
             gguf_kernel()
         assert not list((tmp_path / "cache" / "kernels").iterdir())  # rebuilt on the next call
     finally:
-        gguf_kernel.cache_clear()
+        cpu_kernels.cache_clear()
 
 
 def test_new_builds_prune_the_least_recently_used(monkeypatch, tmp_path):
     kernels = tmp_path / "cache" / "kernels"
     kernels.mkdir(parents=True)
-    old = [kernels / f"gguf_matmul-{i:016x}.so" for i in range(5)]
+    # (the last two: builds of earlier versions, which held only the GGUF kernel)
+    old = [kernels / f"ragloom_kernels-{i:016x}.so" for i in range(3)]
+    old += [kernels / f"gguf_matmul-{i:016x}.so" for i in range(3, 5)]
     for age, path in enumerate(old):
         path.write_bytes(b"x")
         os.utime(path, (1e9 - age * 1000, 1e9 - age * 1000))  # old[0] most recently used
@@ -199,10 +202,10 @@ def test_new_builds_prune_the_least_recently_used(monkeypatch, tmp_path):
     other.write_bytes(b"x")
     monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(
-        "ragloom.runtime.layers.gguf_linear._build", lambda c, lib: lib.write_bytes(b"so")
+        "ragloom.runtime.layers.kernels._build", lambda c, lib: lib.write_bytes(b"so")
     )
     monkeypatch.setattr(torch.ops, "load_library", lambda path: None)
-    gguf_kernel.cache_clear()
+    cpu_kernels.cache_clear()
     try:
         gguf_kernel()
         new = set(kernels.iterdir()) - {*old, other}
@@ -211,11 +214,11 @@ def test_new_builds_prune_the_least_recently_used(monkeypatch, tmp_path):
         # loading a cached build marks it as recently used (so the next build keeps it)
         (built,) = new
         os.utime(built, (1e9 - 10_000, 1e9 - 10_000))
-        gguf_kernel.cache_clear()
+        cpu_kernels.cache_clear()
         gguf_kernel()
         assert built.stat().st_mtime > 1e9
     finally:
-        gguf_kernel.cache_clear()
+        cpu_kernels.cache_clear()
 
 
 # --- unpacking GGUF blocks -------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""ragloom's compiled CPU kernels: built once per machine, loaded as torch ops.
+
+Two C++ sources are compiled together with the system's C++ compiler (``$CXX`` or ``g++``) for
+AVX2 + FMA into one library in ``cache_dir("kernels")``, keyed by the sources, the torch
+version, the compiler and the flags:
+
+- ``gguf_matmul.cpp``: linear layers over a GGUF file's quantised weights
+  (``torch.ops.ragloom_gguf``, used by :mod:`ragloom.runtime.layers.gguf_linear`);
+- ``paged_attention.cpp``: decode attention straight from the paged KV cache
+  (``torch.ops.ragloom_attention``, used by :mod:`ragloom.runtime.layers.attention`).
+
+Each layer has a plain torch path that the tests hold its kernel to and that runs where the
+library cannot be built (no AVX2, no compiler). Nothing here is on the import path of
+``ragloom``: the build starts on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ragloom._config import cache_dir
+from ragloom.errors import ConfigError
+
+__all__ = ["KernelUnavailableError", "cpu_kernels"]
+
+_SOURCES = tuple(
+    Path(__file__).with_name(name) for name in ("gguf_matmul.cpp", "paged_attention.cpp")
+)
+_STEM = "ragloom_kernels"
+_LEGACY_STEMS = ("gguf_matmul",)  # builds of earlier versions, pruned like old builds
+_KEEP_BUILDS = 3  # cached builds kept (other torch versions or compilers in use)
+_FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
+
+
+class KernelUnavailableError(ConfigError):
+    """ragloom's CPU kernels cannot be built or loaded here (no AVX2, no C++ compiler, a failed
+    build); the message says which."""
+
+
+@functools.cache
+def cpu_kernels() -> Any:
+    """``torch.ops``, once the kernels' library is loaded (``torch.ops.ragloom_gguf``,
+    ``torch.ops.ragloom_attention``); built on first use and cached per machine.
+
+    Raises:
+        KernelUnavailableError: this CPU lacks AVX2/FMA, no C++ compiler is found (``$CXX``
+            or ``g++``) or the build fails (the compiler's last lines are in the message).
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):
+        raise KernelUnavailableError(
+            f"ragloom's CPU kernels need AVX2 and FMA; this CPU has {capability}"
+        )
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        raise KernelUnavailableError(
+            "ragloom's CPU kernels need a C++ compiler ($CXX or g++) to build"
+        )
+    digest = hashlib.sha256()
+    for source in _SOURCES:
+        digest.update(source.read_bytes())
+    digest.update(f"{torch.__version__} {compiler} {_FLAGS}".encode())
+    library = cache_dir("kernels") / f"{_STEM}-{digest.hexdigest()[:16]}.so"
+    if library.exists():
+        _touch(library)
+    else:
+        _build(compiler, library)
+        _prune(library)
+    try:
+        torch.ops.load_library(str(library))
+    except OSError as exc:  # a damaged file in the cache: drop it so the next call rebuilds
+        library.unlink(missing_ok=True)
+        raise KernelUnavailableError(f"cannot load ragloom's CPU kernels {library}: {exc}") from exc
+    return torch.ops
+
+
+def _touch(library: Path) -> None:
+    """Mark a cached library as used now (its age decides what :func:`_prune` keeps)."""
+    try:
+        os.utime(library)
+    except OSError:  # (a read-only cache is still usable)
+        pass
+
+
+def _prune(library: Path) -> None:
+    """Delete all but the ``_KEEP_BUILDS`` most recently used builds beside ``library``:
+    each new source, torch version or compiler is a new file, and old ones are never loaded
+    again (a process that has one loaded keeps its mapping)."""
+    builds = [p for stem in (_STEM, *_LEGACY_STEMS) for p in library.parent.glob(f"{stem}-*.so")]
+    builds.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in builds[_KEEP_BUILDS:]:
+        if old != library:
+            old.unlink(missing_ok=True)
+
+
+def _build(compiler: str, library: Path) -> None:
+    """Compile the kernels into ``library`` (through a temporary file, then renamed, so that a
+    concurrent or interrupted build never leaves a half-written library)."""
+    from torch.utils import cpp_extension
+
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    command = [compiler, *_FLAGS, "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
+    command += [f"-I{path}" for path in cpp_extension.include_paths()]
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=library.parent)
+    os.close(fd)
+    command += [*map(str, _SOURCES), "-o", tmp]
+    command += [f"-L{path}" for path in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+            raise KernelUnavailableError(f"building ragloom's CPU kernels failed:\n{tail}")
+        os.replace(tmp, library)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
