@@ -13,7 +13,10 @@ chunk. New keys/values are written into their slots (``slot_mapping``), then:
   as with the kernel);
 - each prefill chunk attends to its gathered context with a causal mask offset by the tokens
   already in the cache (prefix-cache hits, earlier chunks), through torch's
-  ``scaled_dot_product_attention``.
+  ``scaled_dot_product_attention``; with ``batch_invariant`` and the kernel, each of its rows
+  runs as a decode over its own causal context instead, so that a row's numbers do not depend
+  on how its prompt was chunked or which part came from the prefix cache (int8 activations
+  turn last-bit differences into other tokens).
 
 No CUDA-only code.
 """
@@ -127,6 +130,20 @@ class PagedAttention(nn.Module):
             o = sdpa(qq, kk, vv, attn_mask=meta.decode_mask, enable_gqa=gqa)
             out[: meta.num_decodes] = o.squeeze(2)
         for chunk in meta.prefills:  # prefill
+            if self.batch_invariant and self.decode_kernel is not None:
+                # each query row as a decode over its own causal context: a row's numbers
+                # then never depend on how its prompt was cut into chunks or cached
+                rows = chunk.end - chunk.start
+                context = len(chunk.context_slots)
+                out[chunk.start : chunk.end] = self.decode_kernel(
+                    q[chunk.start : chunk.end],
+                    self.k_cache,
+                    self.v_cache,
+                    chunk.context_slots.expand(rows, context),
+                    torch.arange(context - rows + 1, context + 1),
+                    1 / math.sqrt(self.head_dim),
+                )
+                continue
             qq = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)
             if chunk.mask is None:  # the chunk is the whole context
                 kk, vv = k[chunk.start : chunk.end], v[chunk.start : chunk.end]

@@ -69,17 +69,23 @@ def test_smollm2_engine_matches_transformers_for_32_greedy_tokens(layout, monkey
 
 
 def test_int8_activations_keep_batches_equal_to_single_runs():
-    """``quantization="gguf-q8"`` changes the numbers, but each row is quantised on its own:
-    a batch of mixed-length requests gives each the tokens it gets alone."""
+    """``quantization="gguf-q8"`` changes the numbers, but each row is quantised on its own
+    and attends on its own: a batch of mixed-length requests gives each the tokens it gets
+    alone, with or without its prompt in the prefix cache."""
     prompts = [chat_ids(q) for q in PROMPTS]
     config = EngineConfig(num_threads=1, quantization="gguf-q8")
     engine = LLMEngine(load_gguf(resolve_model(SMOL)), config)
     layers = [m for m in engine.runner.model.modules() if isinstance(m, GGUFLinear)]
     assert layers and all(m.int8_activations for m in layers)
     together = engine_greedy(engine, prompts)
-    alone = [engine_greedy(engine, [p])[0] for p in prompts]
+    alone = [engine_greedy(engine, [p])[0] for p in prompts]  # prefix-cache hits
     assert together == alone
     assert all(len(t) == NUM_TOKENS for t in together)
+    cold = []  # and each computed from nothing (prefill attention as one causal chunk)
+    for p in prompts:
+        engine.scheduler.block_manager.evict_cached()
+        cold.append(engine_greedy(engine, [p])[0])
+    assert cold == together
 
 
 def test_score_matches_transformers_log_probabilities():
