@@ -47,9 +47,9 @@ class EngineConfig:
             multi-row products (batched decodes, prefill chunks) it runs at least 1.1x faster
             (timed at load). Faster continuous batching for up to twice the memory of those
             weights; False keeps one copy of every weight.
-        attention_kernel: decodes attend through ragloom's compiled kernel where it builds
-            (float32 KV cache; see :mod:`ragloom.runtime.layers.attention`); False always
-            runs torch's path.
+        layer_kernels: run decode attention, RMSNorm and rotary embeddings through ragloom's
+            compiled CPU kernels where they build (float32 tensors; see
+            :mod:`ragloom.runtime.layers.kernels`); False always runs torch's paths.
 
     >>> EngineConfig(block_size=16, kv_cache_tokens=4096).num_kv_blocks
     256
@@ -65,7 +65,7 @@ class EngineConfig:
     num_threads: int | None = None
     weight_layout: Literal["auto", "row", "transposed"] = "auto"
     batch_weight_copy: bool = True
-    attention_kernel: bool = True
+    layer_kernels: bool = True
 
     def __post_init__(self) -> None:
         for name in ("block_size", "kv_cache_tokens", "max_num_seqs", "max_num_batched_tokens"):

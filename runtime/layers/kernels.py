@@ -1,13 +1,16 @@
 """ragloom's compiled CPU kernels: built once per machine, loaded as torch ops.
 
-Two C++ sources are compiled together with the system's C++ compiler (``$CXX`` or ``g++``) for
+Three C++ sources are compiled together with the system's C++ compiler (``$CXX`` or ``g++``) for
 AVX2 + FMA into one library in ``cache_dir("kernels")``, keyed by the sources, the torch
 version, the compiler and the flags:
 
 - ``gguf_matmul.cpp``: linear layers over a GGUF file's quantised weights
   (``torch.ops.ragloom_gguf``, used by :mod:`ragloom.runtime.layers.gguf_linear`);
 - ``paged_attention.cpp``: decode attention straight from the paged KV cache
-  (``torch.ops.ragloom_attention``, used by :mod:`ragloom.runtime.layers.attention`).
+  (``torch.ops.ragloom_attention``, used by :mod:`ragloom.runtime.layers.attention`);
+- ``layer_ops.cpp``: RMSNorm fused with its residual add, and rotary embeddings
+  (``torch.ops.ragloom_layers``, used by :mod:`ragloom.runtime.layers.rmsnorm` and
+  :mod:`ragloom.runtime.layers.rotary`).
 
 Each layer has a plain torch path that the tests hold its kernel to and that runs where the
 library cannot be built (no AVX2, no compiler). Nothing here is on the import path of
@@ -30,10 +33,11 @@ import torch
 from ragloom._config import cache_dir
 from ragloom.errors import ConfigError
 
-__all__ = ["KernelUnavailableError", "cpu_kernels"]
+__all__ = ["KernelUnavailableError", "cpu_kernels", "layer_kernels"]
 
 _SOURCES = tuple(
-    Path(__file__).with_name(name) for name in ("gguf_matmul.cpp", "paged_attention.cpp")
+    Path(__file__).with_name(name)
+    for name in ("gguf_matmul.cpp", "paged_attention.cpp", "layer_ops.cpp")
 )
 _STEM = "ragloom_kernels"
 _LEGACY_STEMS = ("gguf_matmul",)  # builds of earlier versions, pruned like old builds
@@ -49,7 +53,8 @@ class KernelUnavailableError(ConfigError):
 @functools.cache
 def cpu_kernels() -> Any:
     """``torch.ops``, once the kernels' library is loaded (``torch.ops.ragloom_gguf``,
-    ``torch.ops.ragloom_attention``); built on first use and cached per machine.
+    ``torch.ops.ragloom_attention``, ``torch.ops.ragloom_layers``); built on first use and
+    cached per machine.
 
     Raises:
         KernelUnavailableError: this CPU lacks AVX2/FMA, no C++ compiler is found (``$CXX``
@@ -81,6 +86,15 @@ def cpu_kernels() -> Any:
         library.unlink(missing_ok=True)
         raise KernelUnavailableError(f"cannot load ragloom's CPU kernels {library}: {exc}") from exc
     return torch.ops
+
+
+def layer_kernels() -> Any:
+    """``torch.ops.ragloom_layers`` (``add_rms_norm``, ``rotary``), or ``None`` where the
+    kernels cannot be built here (the layers then run their torch paths)."""
+    try:
+        return cpu_kernels().ragloom_layers
+    except KernelUnavailableError:
+        return None
 
 
 def _touch(library: Path) -> None:

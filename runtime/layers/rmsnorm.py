@@ -5,10 +5,14 @@ Does not hold any other normalisation (no LayerNorm).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 __all__ = ["RMSNorm"]
+
+_EMPTY = torch.empty(0)
 
 
 class RMSNorm(nn.Module):
@@ -23,11 +27,18 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(hidden_size))
+        # ragloom's compiled op (``add_rms_norm``) for float32 rows, or None: torch's path
+        # (set by the model runner; see ragloom.runtime.layers.kernels)
+        self.kernel: Any = None
 
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalise ``x + residual``; return ``(normed, new residual)``."""
+        if self.kernel is not None and x.dtype == torch.float32 and x.dim() == 2:
+            empty = _EMPTY if residual is None else residual
+            normed, summed = self.kernel(x.contiguous(), empty, self.weight, self.eps)
+            return normed, summed
         if residual is not None:
             x = x + residual
         dtype = x.dtype

@@ -43,7 +43,7 @@ def test_batch_of_eight_mixed_lengths_matches_each_alone():
 
 def test_compiled_decode_attention_gives_the_torch_path_tokens():
     prompts = [chat_ids(q) for q in MIXED[:4]]
-    compiled, plain = fresh_engine(), fresh_engine(attention_kernel=False)
+    compiled, plain = fresh_engine(), fresh_engine(layer_kernels=False)
     layers = compiled.runner.model.attention_layers()
     assert all(a.decode_kernel is not None for a in layers)  # the default, where it builds
     assert all(a.decode_kernel is None for a in plain.runner.model.attention_layers())

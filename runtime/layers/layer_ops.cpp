@@ -1,0 +1,125 @@
+// ragloom's CPU kernels for the small per-token layers of a decode step: RMSNorm fused with the
+// residual add before it, and rotary position embeddings for queries and keys together.
+//
+// add_rms_norm(x [T, n], residual [T, n] or empty, weight [n], eps) -> (out, new residual):
+//     h = x + residual (or x), out = weight * (h * (1 / sqrt(mean(h^2) + eps)))
+// rotary(q [T, H, D], k [T, KVH, D], cos [P, D], sin [P, D], positions [T]) -> (q', k'):
+//     x' = x * cos[p] + rotate_half(x) * sin[p], rotate_half(x) = [-x[D/2:], x[:D/2]]
+//
+// Why kernels: in torch these are 5-10 small ops each, a few microseconds apiece, 24 times a
+// step; one call each costs less than one of those ops. Rotary does the very float32 operations
+// of the torch path (built with -ffp-contract=off: a multiply, a multiply, an add), so its
+// results are the same bit for bit; the norm sums its squares in another order (float32
+// rounding only). Work is split over threads only for many rows (prefill chunks).
+//
+// Built with the other kernels into one library (ragloom.runtime.layers.kernels);
+// ragloom.runtime.layers.rmsnorm and .rotary hold the torch paths the tests compare them to.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <immintrin.h>
+#include <cmath>
+#include <tuple>
+
+namespace {
+
+constexpr int64_t kParallelWork = 1 << 16;  // elements below which a call stays on one thread
+
+inline float sum_squares(const float* h, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(h + i);
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
+  }
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  float total = _mm_cvtss_f32(s);
+  for (; i < n; ++i) total += h[i] * h[i];
+  return total;
+}
+
+std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
+                                                const at::Tensor& weight, double eps) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous(), "x must be contiguous float32 [T, n]");
+  TORCH_CHECK(residual.numel() == 0 || (residual.sizes() == x.sizes() && residual.scalar_type() == at::kFloat),
+              "residual must be empty or float32 shaped like x");
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 1 && weight.size(0) == x.size(1) && weight.is_contiguous(),
+              "weight must be contiguous float32 [n]");
+  const int64_t T = x.size(0), n = x.size(1);
+  const at::Tensor h = residual.numel() ? x + residual : x;
+  auto out = at::empty_like(h);
+  const float* hp = h.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const float e = static_cast<float>(eps);
+  auto rows = [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float* row = hp + t * n;
+      const float inv = 1.f / std::sqrt(sum_squares(row, n) / static_cast<float>(n) + e);
+      float* o = op + t * n;
+      for (int64_t i = 0; i < n; ++i) o[i] = wp[i] * (row[i] * inv);
+    }
+  };
+  if (T * n < kParallelWork) rows(0, T);
+  else at::parallel_for(0, T, std::max<int64_t>(1, kParallelWork / n), rows);
+  return {out, h};
+}
+
+// one tensor's heads: out [T, heads, D] from x (rows `stride` apart, heads D apart)
+void rotate(const float* x, int64_t stride, int64_t T, int64_t heads, int64_t D, const float* cos, const float* sin,
+            const int64_t* pos, float* out, int64_t begin, int64_t end) {
+  const int64_t half = D / 2;
+  for (int64_t t = begin; t < end; ++t) {
+    const float* c = cos + pos[t] * D;
+    const float* s = sin + pos[t] * D;
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* v = x + t * stride + h * D;
+      float* o = out + (t * heads + h) * D;
+      for (int64_t i = 0; i < half; ++i) o[i] = v[i] * c[i] + (-v[i + half]) * s[i];
+      for (int64_t i = half; i < D; ++i) o[i] = v[i] * c[i] + v[i - half] * s[i];
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                                          const at::Tensor& sin, const at::Tensor& positions) {
+  for (const auto* x : {&q, &k})
+    TORCH_CHECK(x->scalar_type() == at::kFloat && x->dim() == 3 && x->stride(2) == 1 && x->stride(1) == x->size(2) &&
+                    x->stride(0) >= x->size(1) * x->size(2),
+                "q and k must be float32 [T, heads, D] with contiguous heads");
+  const int64_t T = q.size(0), D = q.size(2);
+  TORCH_CHECK(k.size(0) == T && k.size(2) == D && D % 2 == 0, "q and k must have the same tokens and an even head size");
+  TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.dim() == 2 && cos.size(1) == D &&
+                  cos.is_contiguous() && sin.sizes() == cos.sizes() && sin.is_contiguous(),
+              "cos and sin must be contiguous float32 [positions, D] tables");
+  TORCH_CHECK(positions.scalar_type() == at::kLong && positions.dim() == 1 && positions.size(0) == T, "positions must be int64 [T]");
+  const auto pc = positions.contiguous();
+  const int64_t* pos = pc.data_ptr<int64_t>();
+  for (int64_t t = 0; t < T; ++t)
+    TORCH_CHECK(pos[t] >= 0 && pos[t] < cos.size(0), "position ", pos[t], " outside the table of ", cos.size(0));
+  auto q_out = at::empty({T, q.size(1), D}, q.options());
+  auto k_out = at::empty({T, k.size(1), D}, k.options());
+  auto run = [&](int64_t begin, int64_t end) {
+    rotate(q.data_ptr<float>(), q.stride(0), T, q.size(1), D, cos.data_ptr<float>(), sin.data_ptr<float>(), pos,
+           q_out.data_ptr<float>(), begin, end);
+    rotate(k.data_ptr<float>(), k.stride(0), T, k.size(1), D, cos.data_ptr<float>(), sin.data_ptr<float>(), pos,
+           k_out.data_ptr<float>(), begin, end);
+  };
+  const int64_t per_token = (q.size(1) + k.size(1)) * D;
+  if (T * per_token < kParallelWork) run(0, T);
+  else at::parallel_for(0, T, std::max<int64_t>(1, kParallelWork / per_token), run);
+  return {q_out, k_out};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(ragloom_layers, m) {
+  m.def("add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
+  m.def("rotary(Tensor q, Tensor k, Tensor cos, Tensor sin, Tensor positions) -> (Tensor, Tensor)");
+}
+TORCH_LIBRARY_IMPL(ragloom_layers, CPU, m) {
+  m.impl("add_rms_norm", &add_rms_norm);
+  m.impl("rotary", &rotary);
+}
