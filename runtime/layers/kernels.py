@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,22 +118,34 @@ def _prune(library: Path) -> None:
 
 
 def _build(compiler: str, library: Path) -> None:
-    """Compile the kernels into ``library`` (through a temporary file, then renamed, so that a
-    concurrent or interrupted build never leaves a half-written library)."""
+    """Compile the kernels into ``library``: each source on its own core, then one link, all in
+    a temporary directory and renamed into place, so that a concurrent or interrupted build
+    never leaves a half-written library."""
     from torch.utils import cpp_extension
 
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    command = [compiler, *_FLAGS, "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
-    command += [f"-I{path}" for path in cpp_extension.include_paths()]
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=library.parent)
-    os.close(fd)
-    command += [*map(str, _SOURCES), "-o", tmp]
-    command += [f"-L{path}" for path in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-            raise KernelUnavailableError(f"building ragloom's CPU kernels failed:\n{tail}")
+    flags = [*_FLAGS, "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
+    flags += [f"-I{path}" for path in cpp_extension.include_paths()]
+    libraries = [f"-L{path}" for path in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu"]
+    with tempfile.TemporaryDirectory(dir=library.parent, prefix=".build-") as work:
+        objects = [str(Path(work) / f"{source.stem}.o") for source in _SOURCES]
+        compiles = [
+            [compiler, *flags, "-c", str(source), "-o", obj]
+            for source, obj in zip(_SOURCES, objects, strict=True)
+        ]
+        with ThreadPoolExecutor(len(compiles)) as pool:
+            for done in pool.map(_run, compiles):
+                _raise_on_failure(done)
+        tmp = str(Path(work) / library.name)
+        _raise_on_failure(_run([compiler, *_FLAGS, *objects, "-o", tmp, *libraries]))
         os.replace(tmp, library)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def _raise_on_failure(done: subprocess.CompletedProcess[str]) -> None:
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise KernelUnavailableError(f"building ragloom's CPU kernels failed:\n{tail}")
