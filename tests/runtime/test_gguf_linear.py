@@ -46,15 +46,19 @@ def test_kernel_builds_here():
 
 @pytest.mark.parametrize("group", [8, 16, 32])
 @pytest.mark.parametrize("with_offset", [False, True])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 31, 32, 33, 40])
-def test_kernel_matches_reference(group, with_offset, rows):
-    q, scale, offset = grouped(72, 256, group, with_offset)
-    bias = torch.randn(72)
+@pytest.mark.parametrize(
+    "rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 31, 32, 33, 40, 63, 64, 65, 130]
+)
+@pytest.mark.parametrize("outputs", [72, 600])  # 600: the GEMM path's tiles of 256 rows
+def test_kernel_matches_reference(group, with_offset, rows, outputs):
+    # (up to _KERNEL_ROWS = 64 rows the kernel, more the decoded tiles and torch's GEMM)
+    q, scale, offset = grouped(outputs, 256, group, with_offset)
+    bias = torch.randn(outputs)
     x = torch.randn(rows, 256)
     layer = GGUFLinear(q, scale, offset, bias, use_kernel=True)
     want = reference_linear(x, q, scale, offset) + bias
     got = layer(x)
-    assert got.shape == (rows, 72)
+    assert got.shape == (rows, outputs)
     # same weights, different summation order: float32 rounding only
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4 * want.abs().max().item())
 
