@@ -7,7 +7,11 @@
 // is padding and never read), straight from the cache: no gathered copy of the context. Query
 // head h reads key/value head h / (H / KVH), as grouped-query attention repeats them. Scores
 // are scale * (q . k), softmax with the row's maximum subtracted, then the weighted sum of the
-// values, all in float32.
+// values, all in float32. Keys are taken eight at a time (one horizontal reduction for eight
+// scores, each key row read once for all the heads that share it), the exponentials eight at a
+// time (a Cephes polynomial, ~1e-7 relative error), and each head's weighted sum of values is
+// held in registers. Against the first version (one reduction per score, scalar exp, sums in
+// memory), one layer's decode over a 1,100-token context went 0.66 -> 0.23 ms on one thread.
 //
 // Why a kernel: torch's path (gather the context, sdpa) costs a few microseconds of work per
 // layer and step, but both ops start a parallel region, and on two cores their thread
@@ -42,34 +46,103 @@ inline float dot(const float* a, const float* b, int64_t D) {  // D % 8 == 0
   return hsum8(acc);
 }
 
+// e^x for the softmax's x <= 0, eight at a time: x = n ln2 + r, e^r by the Cephes polynomial
+// (relative error ~1e-7), times 2^n; below -87 it returns ~1e-38 rather than underflowing.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+  r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(c));
+  y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// Scores of one query head against eight key rows: eight dot products, summed across lanes
+// together (one horizontal reduction for all eight instead of one each).
+inline __m256 dot8(const float* q, const float* const* k, int64_t D) {
+  __m256 a[8];
+  for (int t = 0; t < 8; ++t) a[t] = _mm256_setzero_ps();
+  for (int64_t d = 0; d < D; d += 8) {
+    const __m256 qd = _mm256_loadu_ps(q + d);
+    for (int t = 0; t < 8; ++t) a[t] = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k[t] + d), a[t]);
+  }
+  const __m256 lo = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 hi = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+// out[0 : 8 * NC] = sum_j p[j] * v_j[d0 : d0 + 8 * NC], accumulated in registers.
+template <int NC>
+inline void weighted_sum(const float* p, const float* vc, int64_t row, const int64_t* slots, int64_t len,
+                         int64_t d0, float* out) {
+  __m256 acc[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < len; ++j) {
+    const __m256 w = _mm256_set1_ps(p[j]);
+    const float* v = vc + slots[j] * row + d0;
+    for (int c = 0; c < NC; ++c) acc[c] = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8 * c), acc[c]);
+  }
+  for (int c = 0; c < NC; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+
 // One sequence and one KV head: its `group` query heads q [group, D] over `len` slots.
-// `p` is scratch for group * len scores; `out` [group, D] (heads of one sequence are adjacent).
+// `p` is scratch for group * (len + 8) scores; `out` [group, D] (heads of one sequence are
+// adjacent).
 void attend(const float* q, const float* kc, const float* vc, int64_t row, const int64_t* slots, int64_t len,
             int64_t group, int64_t D, float scale, float* p, float* out) {
-  for (int64_t j = 0; j < len; ++j) {  // each key row is read once for all heads of the group
+  const int64_t stride = len + 8;  // a head's scores, with room to pad the last eight
+  const __m256 sc = _mm256_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 8 <= len; j += 8) {  // eight key rows at a time, each read once for all heads
+    const float* k[8];
+    for (int t = 0; t < 8; ++t) k[t] = kc + slots[j + t] * row;
+    for (int64_t h = 0; h < group; ++h) _mm256_storeu_ps(p + h * stride + j, _mm256_mul_ps(dot8(q + h * D, k, D), sc));
+  }
+  for (; j < len; ++j) {
     const float* k = kc + slots[j] * row;
-    for (int64_t h = 0; h < group; ++h) p[h * len + j] = dot(q + h * D, k, D) * scale;
+    for (int64_t h = 0; h < group; ++h) p[h * stride + j] = dot(q + h * D, k, D) * scale;
   }
   for (int64_t h = 0; h < group; ++h) {
-    float* ph = p + h * len;
+    float* ph = p + h * stride;
     float top = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < len; ++j) top = std::max(top, ph[j]);
-    float total = 0.f;
-    for (int64_t j = 0; j < len; ++j) {
-      ph[j] = std::exp(ph[j] - top);
-      total += ph[j];
+    for (int64_t i = 0; i < len; ++i) top = std::max(top, ph[i]);
+    for (int64_t i = len; i < len + 8; ++i) ph[i] = top;  // padding, dropped below
+    const __m256 m = _mm256_set1_ps(top);
+    __m256 sum = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+      const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(ph + i), m));
+      _mm256_storeu_ps(ph + i, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    float total = hsum8(sum);
+    if (i < len) {  // the last 1-7 scores, through the same exp (the padding is not summed)
+      alignas(32) float e[8];
+      _mm256_store_ps(e, exp8(_mm256_sub_ps(_mm256_loadu_ps(ph + i), m)));
+      for (int64_t t = 0; i + t < len; ++t) {
+        ph[i + t] = e[t];
+        total += e[t];
+      }
     }
     const float inv = 1.f / total;
-    for (int64_t j = 0; j < len; ++j) ph[j] *= inv;
-    std::fill(out + h * D, out + (h + 1) * D, 0.f);
-  }
-  for (int64_t j = 0; j < len; ++j) {  // each value row is read once for all heads
-    const float* v = vc + slots[j] * row;
-    for (int64_t h = 0; h < group; ++h) {
-      const __m256 w = _mm256_set1_ps(p[h * len + j]);
-      float* o = out + h * D;
-      for (int64_t d = 0; d < D; d += 8)
-        _mm256_storeu_ps(o + d, _mm256_fmadd_ps(w, _mm256_loadu_ps(v + d), _mm256_loadu_ps(o + d)));
+    for (int64_t t = 0; t < len; ++t) ph[t] *= inv;
+    for (int64_t d0 = 0; d0 < D; d0 += 64) {  // values, 64 at a time in registers
+      float* o = out + h * D + d0;
+      switch (std::min<int64_t>(8, (D - d0) / 8)) {
+        case 8: weighted_sum<8>(ph, vc, row, slots, len, d0, o); break;
+        case 7: weighted_sum<7>(ph, vc, row, slots, len, d0, o); break;
+        case 6: weighted_sum<6>(ph, vc, row, slots, len, d0, o); break;
+        case 5: weighted_sum<5>(ph, vc, row, slots, len, d0, o); break;
+        case 4: weighted_sum<4>(ph, vc, row, slots, len, d0, o); break;
+        case 3: weighted_sum<3>(ph, vc, row, slots, len, d0, o); break;
+        case 2: weighted_sum<2>(ph, vc, row, slots, len, d0, o); break;
+        default: weighted_sum<1>(ph, vc, row, slots, len, d0, o); break;
+      }
     }
   }
 }
@@ -109,7 +182,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
     std::vector<float> p;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / KVH, kv = i % KVH;
-      p.resize(group * len[b]);
+      p.resize(group * (len[b] + 8));
       attend(qp + (b * H + kv * group) * D, kp + kv * D, vp + kv * D, row, slot + b * L, len[b], group, D, s,
              p.data(), op + (b * H + kv * group) * D);
     }
