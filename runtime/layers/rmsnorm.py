@@ -35,7 +35,11 @@ class RMSNorm(nn.Module):
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalise ``x + residual``; return ``(normed, new residual)``."""
-        if self.kernel is not None and x.dtype == torch.float32 and x.dim() == 2:
+        if (
+            self.kernel is not None
+            and x.dim() == 2
+            and x.dtype == self.weight.dtype == torch.float32
+        ):
             empty = _EMPTY if residual is None else residual
             normed, summed = self.kernel(x.contiguous(), empty, self.weight, self.eps)
             return normed, summed
