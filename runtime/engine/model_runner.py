@@ -26,7 +26,7 @@ from ragloom.runtime.layers.attention import (
     decode_attention_kernel,
 )
 from ragloom.runtime.layers.gguf_linear import use_gguf_weights
-from ragloom.runtime.layers.kernels import layer_kernels
+from ragloom.runtime.layers.kernels import available_kernels
 from ragloom.runtime.layers.linear import choose_weight_layouts, quantize_linears
 from ragloom.runtime.layers.rmsnorm import RMSNorm
 from ragloom.runtime.layers.rotary import RotaryEmbedding
@@ -121,12 +121,12 @@ class ModelRunner:
             attn.k_cache, attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
             attn.batch_invariant = self.quantization == "gguf-q8"
             attn.decode_kernel = kernel
-        ops = layer_kernels() if config.layer_kernels else None
+        ops = available_kernels() if config.layer_kernels else None
         for module in model.modules():
             if isinstance(module, RMSNorm):
-                module.kernel = None if ops is None else ops.add_rms_norm
+                module.kernel = None if ops is None else ops.ragloom_layers.add_rms_norm
             elif isinstance(module, RotaryEmbedding):
-                module.kernel = None if ops is None else ops.rotary
+                module.kernel = None if ops is None else ops.ragloom_layers.rotary
 
     def _slots(self, seq: Sequence, start: int, end: int) -> torch.Tensor:
         table = torch.tensor(seq.block_table, dtype=torch.long)

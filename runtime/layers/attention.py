@@ -23,7 +23,6 @@ No CUDA-only code.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,16 +161,9 @@ def decode_attention_kernel(
     """The compiled decode attention for a KV cache of ``dtype`` and this head layout, or
     ``None`` where torch's path runs instead (a cache that is not float32, a head size that is
     not a multiple of 8, or no kernels on this machine)."""
-    if dtype != torch.float32 or head_dim % 8 or num_heads % num_kv_heads:
+    from ragloom.runtime.layers.kernels import available_kernels
+
+    ops = available_kernels()
+    if ops is None or dtype != torch.float32 or head_dim % 8 or num_heads % num_kv_heads:
         return None
-    return _compiled_decode()
-
-
-@functools.cache
-def _compiled_decode() -> Any:
-    from ragloom.runtime.layers.kernels import KernelUnavailableError, cpu_kernels
-
-    try:
-        return cpu_kernels().ragloom_attention.paged_decode_attention
-    except KernelUnavailableError:
-        return None
+    return ops.ragloom_attention.paged_decode_attention

@@ -23,6 +23,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <immintrin.h>
+#include "avx2.h"
 #include <algorithm>
 #include <cmath>
 
@@ -37,12 +38,7 @@ inline __m256 decode8(const int8_t* q, __m256 sc, __m256 off) {
   return w;
 }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using ragloom::hsum8;
 
 template <int R, int U, bool kOffset>
 inline void rows_dot(const float* x, int64_t ldx, const int8_t* q, const float* sc, const float* off,
@@ -67,7 +63,7 @@ inline void rows_dot(const float* x, int64_t ldx, const int8_t* q, const float* 
   for (int r = 0; r < R; ++r) {
     __m256 total = acc[r][0];
     for (int u = 1; u < U; ++u) total = _mm256_add_ps(total, acc[r][u]);
-    y[r * ldy] = hsum(total);
+    y[r * ldy] = hsum8(total);
   }
 }
 
@@ -287,7 +283,7 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor&
           default: q8_rows<1>(xr, dr, K, qn, sn, g, acc); break;
         }
         for (int64_t r = 0; r < rows; ++r) {
-          float out = hsum(acc[r]);
+          float out = hsum8(acc[r]);
           if (op != nullptr) out -= dot_f32(op + n * groups, xs + (m + r) * groups, groups);
           yp[(m + r) * N + n] = out;
         }

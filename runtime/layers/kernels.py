@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -34,12 +35,14 @@ import torch
 from ragloom._config import cache_dir
 from ragloom.errors import ConfigError
 
-__all__ = ["KernelUnavailableError", "cpu_kernels", "layer_kernels"]
+__all__ = ["KernelUnavailableError", "available_kernels", "cpu_kernels"]
 
 _SOURCES = tuple(
     Path(__file__).with_name(name)
     for name in ("gguf_matmul.cpp", "paged_attention.cpp", "layer_ops.cpp")
 )
+_HEADERS = (Path(__file__).with_name("avx2.h"),)  # included by the sources: part of the key
+_log = logging.getLogger("ragloom.runtime.kernels")
 _STEM = "ragloom_kernels"
 _LEGACY_STEMS = ("gguf_matmul",)  # builds of earlier versions, pruned like old builds
 _KEEP_BUILDS = 3  # cached builds kept (other torch versions or compilers in use)
@@ -72,7 +75,7 @@ def cpu_kernels() -> Any:
             "ragloom's CPU kernels need a C++ compiler ($CXX or g++) to build"
         )
     digest = hashlib.sha256()
-    for source in _SOURCES:
+    for source in (*_SOURCES, *_HEADERS):
         digest.update(source.read_bytes())
     digest.update(f"{torch.__version__} {compiler} {_FLAGS}".encode())
     library = cache_dir("kernels") / f"{_STEM}-{digest.hexdigest()[:16]}.so"
@@ -89,12 +92,16 @@ def cpu_kernels() -> Any:
     return torch.ops
 
 
-def layer_kernels() -> Any:
-    """``torch.ops.ragloom_layers`` (``add_rms_norm``, ``rotary``), or ``None`` where the
-    kernels cannot be built here (the layers then run their torch paths)."""
+@functools.cache
+def available_kernels() -> Any:
+    """``torch.ops`` with the kernels loaded, or ``None`` where they cannot be built here (the
+    layers then run their torch paths; the reason is logged once). Unlike :func:`cpu_kernels`
+    it also remembers a failure, so a machine whose build fails does not try again for every
+    layer or engine."""
     try:
-        return cpu_kernels().ragloom_layers
-    except KernelUnavailableError:
+        return cpu_kernels()
+    except KernelUnavailableError as exc:
+        _log.info("ragloom's CPU kernels are not available, torch's paths run: %s", exc)
         return None
 
 

@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <immintrin.h>
+#include "avx2.h"
 #include <cmath>
 #include <tuple>
 
@@ -32,10 +33,7 @@ inline float sum_squares(const float* h, int64_t n) {
     const __m256 v = _mm256_loadu_ps(h + i);
     acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
   }
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  float total = _mm_cvtss_f32(s);
+  float total = ragloom::hsum8(acc);
   for (; i < n; ++i) total += h[i] * h[i];
   return total;
 }

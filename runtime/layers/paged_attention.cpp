@@ -26,6 +26,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <immintrin.h>
+#include "avx2.h"
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -33,12 +34,7 @@
 
 namespace {
 
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using ragloom::hsum8;
 
 inline float dot(const float* a, const float* b, int64_t D) {  // D % 8 == 0
   __m256 acc = _mm256_setzero_ps();
