@@ -42,10 +42,11 @@ TTFT 15.9-16.7x, decode 13.3-16.2 tok/s, 2.11-2.32x HF (gguf-q8 2.26-2.44x), lla
 20.9-21.5 tok/s (engine 0.64-0.75x), batch 2.18-2.34x (gguf-q8 1.82-1.90x), engine RSS peak
 1.61-1.69 GB and 1.58-1.60 GB after (a) (the first load of a model on a machine, which converts
 and checks, peaks at 4.5 GB). After the compiled layer kernels (decode attention read from the
-cache slots, RMSNorm with its residual add, rotary), one run each: ``--threads 1`` TTFT 17.1x,
-decode 17.9 tok/s, 2.53x HF (gguf-q8 2.73x), llama.cpp 25.5 tok/s (engine 0.71x), batch 2.08x;
-``--threads 2`` TTFT 10.9x, decode 23.1 tok/s, 3.52x HF (gguf-q8 3.76x), llama.cpp 39.4 tok/s
-(engine 0.59x), batch 2.10x (gguf-q8 2.44x); engine RSS peak 1.57-1.58 GB.
+cache slots, RMSNorm with its residual add, rotary), three runs at each thread count on a host
+whose speed varied by a third: ``--threads 1`` TTFT 17.1-19.4x, decode 15.6-19.9 tok/s,
+2.53-2.76x HF (gguf-q8 2.66-3.48x), llama.cpp 0.71-0.82x, batch 1.96-2.08x; ``--threads 2``
+TTFT 10.9-20.2x, decode 17.4-23.1 tok/s, 2.57-3.52x HF (gguf-q8 2.62-3.76x), llama.cpp
+0.48-0.59x, batch 1.99-2.56x (gguf-q8 2.33-2.44x); engine RSS peak 1.57-1.61 GB.
 
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.
