@@ -1,6 +1,6 @@
 """ragloom.runtime.layers: one module per layer of the embedded engine's models (RMSNorm,
 rotary, paged attention, linear (transposed layout, int8, GGUF-quantised through ragloom's AVX2
-kernel), embedding/LM head, activation).
+kernel), embedding/LM head, activation); the compiled CPU kernels are built by ``kernels``.
 Torch is imported on first use of a name."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ _LAZY: dict[str, str] = {
     "AttentionMetadata": "ragloom.runtime.layers.attention",
     "GGUFEmbedding": "ragloom.runtime.layers.gguf_linear",
     "GGUFLinear": "ragloom.runtime.layers.gguf_linear",
-    "KernelUnavailableError": "ragloom.runtime.layers.gguf_linear",
+    "KernelUnavailableError": "ragloom.runtime.layers.kernels",
     "LMHead": "ragloom.runtime.layers.embedding",
     "PagedAttention": "ragloom.runtime.layers.attention",
     "RMSNorm": "ragloom.runtime.layers.rmsnorm",
