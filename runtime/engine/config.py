@@ -47,8 +47,8 @@ class EngineConfig:
             multi-row products (batched decodes, prefill chunks) it runs at least 1.1x faster
             (timed at load). Faster continuous batching for up to twice the memory of those
             weights; False keeps one copy of every weight.
-        layer_kernels: run decode attention, RMSNorm and rotary embeddings through ragloom's
-            compiled CPU kernels where they build (float32 tensors; see
+        layer_kernels: run decode attention, RMSNorm, rotary embeddings and the MLP activation
+            through ragloom's compiled CPU kernels where they build (float32 tensors; see
             :mod:`ragloom.runtime.layers.kernels`); False always runs torch's paths.
 
     >>> EngineConfig(block_size=16, kv_cache_tokens=4096).num_kv_blocks

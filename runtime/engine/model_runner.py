@@ -20,6 +20,7 @@ import torch
 from ragloom.errors import ConfigError
 from ragloom.runtime.engine.config import EngineConfig
 from ragloom.runtime.engine.sequence import Sequence
+from ragloom.runtime.layers.activation import SiluAndMul
 from ragloom.runtime.layers.attention import (
     AttentionMetadata,
     PrefillChunk,
@@ -127,6 +128,8 @@ class ModelRunner:
                 module.kernel = None if ops is None else ops.ragloom_layers.add_rms_norm
             elif isinstance(module, RotaryEmbedding):
                 module.kernel = None if ops is None else ops.ragloom_layers.rotary
+            elif isinstance(module, SiluAndMul):
+                module.kernel = None if ops is None else ops.ragloom_layers.silu_mul
 
     def _slots(self, seq: Sequence, start: int, end: int) -> torch.Tensor:
         table = torch.tensor(seq.block_table, dtype=torch.long)

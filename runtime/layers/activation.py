@@ -5,6 +5,8 @@ Holds no other activation functions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -18,7 +20,20 @@ class SiluAndMul(nn.Module):
     torch.Size([1, 2])
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        # ragloom's compiled op (``silu_mul``: one pass instead of three tensors) for float32
+        # rows, or None: torch's path (set by the model runner; see ragloom.runtime.layers.kernels)
+        self.kernel: Any = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the gated SiLU."""
+        if (
+            self.kernel is not None
+            and x.dim() == 2
+            and x.dtype == torch.float32
+            and x.stride(1) == 1
+        ):
+            return self.kernel(x)
         gate, up = x.chunk(2, dim=-1)
         return torch.nn.functional.silu(gate) * up

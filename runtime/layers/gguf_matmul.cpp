@@ -24,6 +24,7 @@
 #include <torch/library.h>
 #include <immintrin.h>
 #include "avx2.h"
+#include "parallel.h"
 #include <algorithm>
 #include <cmath>
 
@@ -102,7 +103,7 @@ void linear_impl(const float* x, int64_t M, const int8_t* q, const float* sc, co
   // weight rows are taken in tiles that stay in L2 while every 8-row block of x (in L1)
   // passes over them
   const int64_t tile = std::max<int64_t>(8, (64 << 10) / K);
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+  ragloom::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; t += tile) {
       const int64_t t_end = std::min(end, t + tile);
       for (int64_t m = 0; m < M; m += 8) {
@@ -154,10 +155,14 @@ inline void dequant_row(const int8_t* q, const float* sc, const float* off, int6
 template <bool kOffset>
 void dequant_impl(const int8_t* q, const float* sc, const float* off, int64_t N, int64_t K, int64_t g, float* w) {
   const int64_t groups = K / g;
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n)
-      dequant_row<kOffset>(q + n * K, sc + n * groups, kOffset ? off + n * groups : nullptr, K, g, w + n * K);
-  });
+  // (a torch GEMM on these weights comes next, on torch's threads: no lingering workers)
+  ragloom::parallel_for(
+      0, N, 16,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n)
+          dequant_row<kOffset>(q + n * K, sc + n * groups, kOffset ? off + n * groups : nullptr, K, g, w + n * K);
+      },
+      /*linger=*/false);
 }
 
 at::Tensor& grouped_dequantize_out(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset,
@@ -267,7 +272,7 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor&
   const float* sp = scale.data_ptr<float>();
   const float* op = offset.numel() ? offset.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+  ragloom::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     __m256 acc[4];
     for (int64_t n = begin; n < end; ++n) {
       const int8_t* qn = qp + n * K;

@@ -8,9 +8,15 @@ version, the compiler and the flags:
   (``torch.ops.ragloom_gguf``, used by :mod:`ragloom.runtime.layers.gguf_linear`);
 - ``paged_attention.cpp``: decode attention straight from the paged KV cache
   (``torch.ops.ragloom_attention``, used by :mod:`ragloom.runtime.layers.attention`);
-- ``layer_ops.cpp``: RMSNorm fused with its residual add, and rotary embeddings
-  (``torch.ops.ragloom_layers``, used by :mod:`ragloom.runtime.layers.rmsnorm` and
-  :mod:`ragloom.runtime.layers.rotary`).
+- ``layer_ops.cpp``: RMSNorm fused with its residual add, rotary embeddings and the MLP's
+  ``silu(gate) * up`` (``torch.ops.ragloom_layers``, used by
+  :mod:`ragloom.runtime.layers.rmsnorm`, :mod:`ragloom.runtime.layers.rotary` and
+  :mod:`ragloom.runtime.layers.activation`).
+
+They share two headers: ``avx2.h`` (horizontal sums, a vectorised ``exp``) and ``parallel.h``
+(ragloom's own thread pool, which splits a kernel's work where torch would use its OpenMP
+team: with the engine stepping on its own thread, a second team made every parallel call
+wait for a sleeping worker, and a two-thread decode step took 1.4x as long).
 
 Each layer has a plain torch path that the tests hold its kernel to and that runs where the
 library cannot be built (no AVX2, no compiler). Nothing here is on the import path of
@@ -41,7 +47,8 @@ _SOURCES = tuple(
     Path(__file__).with_name(name)
     for name in ("gguf_matmul.cpp", "paged_attention.cpp", "layer_ops.cpp")
 )
-_HEADERS = (Path(__file__).with_name("avx2.h"),)  # included by the sources: part of the key
+# included by the sources: part of the key
+_HEADERS = tuple(Path(__file__).with_name(name) for name in ("avx2.h", "parallel.h"))
 _log = logging.getLogger("ragloom.runtime.kernels")
 _STEM = "ragloom_kernels"
 _LEGACY_STEMS = ("gguf_matmul",)  # builds of earlier versions, pruned like old builds

@@ -5,12 +5,15 @@
 //     h = x + residual (or x), out = weight * (h * (1 / sqrt(mean(h^2) + eps)))
 // rotary(q [T, H, D], k [T, KVH, D], cos [P, D], sin [P, D], positions [T]) -> (q', k'):
 //     x' = x * cos[p] + rotate_half(x) * sin[p], rotate_half(x) = [-x[D/2:], x[:D/2]]
+// silu_mul(x [T, 2I]) -> [T, I]: silu(gate) * up for x = [gate, up], silu(g) = g / (1 + e^-g)
 //
 // Why kernels: in torch these are 5-10 small ops each, a few microseconds apiece, 24 times a
 // step; one call each costs less than one of those ops. Rotary does the very float32 operations
 // of the torch path (built with -ffp-contract=off: a multiply, a multiply, an add), so its
 // results are the same bit for bit; the norm sums its squares in another order (float32
-// rounding only). Work is split over threads only for many rows (prefill chunks).
+// rounding only), and silu_mul's e^x is ragloom::exp8 (relative error ~1e-7) where torch uses
+// Sleef's. Work is split over threads only for many rows (prefill chunks, whose GEMMs run on
+// torch's threads next: the pool's workers do not linger after these jobs).
 //
 // Built with the other kernels into one library (ragloom.runtime.layers.kernels);
 // ragloom.runtime.layers.rmsnorm and .rotary hold the torch paths the tests compare them to.
@@ -19,6 +22,7 @@
 #include <torch/library.h>
 #include <immintrin.h>
 #include "avx2.h"
+#include "parallel.h"
 #include <cmath>
 #include <tuple>
 
@@ -61,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::T
     }
   };
   if (T * n < kParallelWork) rows(0, T);
-  else at::parallel_for(0, T, std::max<int64_t>(1, kParallelWork / n), rows);
+  else ragloom::parallel_for(0, T, std::max<int64_t>(1, kParallelWork / n), rows, /*linger=*/false);
   return {out, h};
 }
 
@@ -107,8 +111,41 @@ std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor&
   };
   const int64_t per_token = (q.size(1) + k.size(1)) * D;
   if (T * per_token < kParallelWork) run(0, T);
-  else at::parallel_for(0, T, std::max<int64_t>(1, kParallelWork / per_token), run);
+  else ragloom::parallel_for(0, T, std::max<int64_t>(1, kParallelWork / per_token), run, /*linger=*/false);
   return {q_out, k_out};
+}
+
+// out[i] = gate[i] / (1 + e^-gate[i]) * up[i] for i < n, eight at a time (the last 1-7
+// through a padded copy, so every element takes the same operations)
+inline void silu_mul_row(const float* gate, const float* up, int64_t n, float* out) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  auto eight = [&](__m256 g, __m256 u) {
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, ragloom::exp8(_mm256_sub_ps(zero, g)))), u);
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, eight(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
+  if (i < n) {
+    alignas(32) float g[8] = {}, u[8] = {}, o[8];
+    for (int64_t t = 0; i + t < n; ++t) g[t] = gate[i + t], u[t] = up[i + t];
+    _mm256_store_ps(o, eight(_mm256_load_ps(g), _mm256_load_ps(u)));
+    for (int64_t t = 0; i + t < n; ++t) out[i + t] = o[t];
+  }
+}
+
+at::Tensor silu_mul(const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.stride(1) == 1 && x.size(1) % 2 == 0,
+              "x must be float32 [T, 2 * I] with contiguous rows");
+  const int64_t T = x.size(0), n = x.size(1) / 2, ld = x.stride(0);
+  auto out = at::empty({T, n}, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  auto rows = [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) silu_mul_row(xp + t * ld, xp + t * ld + n, n, op + t * n);
+  };
+  if (T * n < kParallelWork) rows(0, T);
+  else ragloom::parallel_for(0, T, std::max<int64_t>(1, kParallelWork / n), rows, /*linger=*/false);
+  return out;
 }
 
 }  // namespace
@@ -116,8 +153,10 @@ std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor&
 TORCH_LIBRARY(ragloom_layers, m) {
   m.def("add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
   m.def("rotary(Tensor q, Tensor k, Tensor cos, Tensor sin, Tensor positions) -> (Tensor, Tensor)");
+  m.def("silu_mul(Tensor x) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(ragloom_layers, CPU, m) {
   m.impl("add_rms_norm", &add_rms_norm);
   m.impl("rotary", &rotary);
+  m.impl("silu_mul", &silu_mul);
 }

@@ -27,6 +27,7 @@
 #include <torch/library.h>
 #include <immintrin.h>
 #include "avx2.h"
+#include "parallel.h"
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -34,28 +35,13 @@
 
 namespace {
 
+using ragloom::exp8;
 using ragloom::hsum8;
 
 inline float dot(const float* a, const float* b, int64_t D) {  // D % 8 == 0
   __m256 acc = _mm256_setzero_ps();
   for (int64_t d = 0; d < D; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc);
   return hsum8(acc);
-}
-
-// e^x for the softmax's x <= 0, eight at a time: x = n ln2 + r, e^r by the Cephes polynomial
-// (relative error ~1e-7), times 2^n; below -87 it returns ~1e-38 rather than underflowing.
-inline __m256 exp8(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
-  r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(c));
-  y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
 // Scores of one query head against eight key rows: eight dot products, summed across lanes
@@ -67,9 +53,7 @@ inline __m256 dot8(const float* q, const float* const* k, int64_t D) {
     const __m256 qd = _mm256_loadu_ps(q + d);
     for (int t = 0; t < 8; ++t) a[t] = _mm256_fmadd_ps(qd, _mm256_loadu_ps(k[t] + d), a[t]);
   }
-  const __m256 lo = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-  const __m256 hi = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
+  return ragloom::hsum8x8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
 }
 
 // out[0 : 8 * NC] = sum_j p[j] * v_j[d0 : d0 + 8 * NC], accumulated in registers.
@@ -186,7 +170,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   // subtle: a parallel region costs tens of microseconds of thread hand-off on a shared CPU,
   // more than a short context's whole attention; only long ones are split
   if (work * D < (1 << 20)) run(0, B * KVH);
-  else at::parallel_for(0, B * KVH, 1, run);
+  else ragloom::parallel_for(0, B * KVH, 1, run);
   return out;
 }
 

@@ -1,5 +1,6 @@
-"""RMSNorm (with its residual add) and rotary embeddings: ragloom's compiled kernels against
-the layers' torch paths, and their errors. Decode attention is in ``test_paged_attention.py``.
+"""RMSNorm (with its residual add), rotary embeddings and the MLP's ``silu(gate) * up``:
+ragloom's compiled kernels against the layers' torch paths, and their errors. Decode attention
+is in ``test_paged_attention.py``; the kernels' thread pool in ``test_kernel_threads.py``.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ragloom.runtime.layers.activation import SiluAndMul
 from ragloom.runtime.layers.kernels import available_kernels
 from ragloom.runtime.layers.rmsnorm import RMSNorm
 from ragloom.runtime.layers.rotary import RotaryEmbedding
@@ -78,3 +80,48 @@ def test_rotary_of_a_transposed_product_takes_the_torch_path():
     rotary.kernel = ops().rotary
     got = rotary(positions, q, k)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("rows", [1, 8, 300])  # 300 rows are split over threads
+@pytest.mark.parametrize("width", [4864, 60])  # 60: a tail after the 8-wide loop
+def test_silu_mul_kernel_matches_torch(rows, width):
+    gen = torch.Generator().manual_seed(rows + width)
+    act = SiluAndMul()
+    x = torch.randn(rows, 2 * width, generator=gen) * 6
+    want = act(x)
+    act.kernel = ops().silu_mul
+    got = act(x)
+    assert got.shape == (rows, width)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)  # only e^x's last bits differ
+
+
+def test_silu_mul_kernel_reads_strided_rows_and_extreme_values():
+    # rows further apart than their width (a view into a wider buffer), and inputs where
+    # e^-x over- or underflows: silu(-100) is -0 in torch and ~-6e-37 here, both ~0
+    wide = torch.zeros(3, 40)
+    x = wide[:, :16]
+    x[0, :8] = torch.tensor([-100.0, -88.5, -20.0, 0.0, 3.0, 20.0, 88.5, 100.0])
+    x[:, 8:] = 2.0
+    x[1:, :8] = torch.linspace(-5, 5, 16).view(2, 8)
+    act = SiluAndMul()
+    want = act(x)
+    act.kernel = ops().silu_mul
+    got = act(x)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-30)
+
+
+def test_silu_mul_of_a_transposed_product_takes_the_torch_path():
+    x = torch.randn(64, 10).t()  # [10, 64] with stride 1 along the rows
+    act = SiluAndMul()
+    want = act(x)
+    act.kernel = ops().silu_mul
+    assert torch.equal(act(x), want)
+
+
+def test_silu_mul_errors_name_the_problem():
+    silu_mul = ops().silu_mul
+    with pytest.raises(RuntimeError, match=r"float32 \[T, 2 \* I\] with contiguous rows"):
+        silu_mul(torch.zeros(2, 7))
+    with pytest.raises(RuntimeError, match="float32"):
+        silu_mul(torch.zeros(2, 8, dtype=torch.float64))
