@@ -16,7 +16,7 @@ version, the compiler and the flags:
 They share two headers: ``avx2.h`` (horizontal sums, a vectorised ``exp``) and ``parallel.h``
 (ragloom's own thread pool, which splits a kernel's work where torch would use its OpenMP
 team: with the engine stepping on its own thread, a second team made every parallel call
-wait for a sleeping worker, and a two-thread decode step took 1.4x as long).
+wait for a sleeping worker, and a two-thread decode step took 1.3-1.5x as long).
 
 Each layer has a plain torch path that the tests hold its kernel to and that runs where the
 library cannot be built (no AVX2, no compiler). Nothing here is on the import path of

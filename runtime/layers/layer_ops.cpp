@@ -16,7 +16,8 @@
 // torch's threads next: the pool's workers do not linger after these jobs).
 //
 // Built with the other kernels into one library (ragloom.runtime.layers.kernels);
-// ragloom.runtime.layers.rmsnorm and .rotary hold the torch paths the tests compare them to.
+// ragloom.runtime.layers.rmsnorm, .rotary and .activation hold the torch paths the tests
+// compare them to.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
