@@ -18,6 +18,7 @@
 #pragma once
 #include <ATen/Parallel.h>
 #include <immintrin.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -123,13 +124,22 @@ class Pool {
   int64_t begin_ = 0, end_ = 0, chunk_ = 0;
 };
 
+// Guards the pool's creation. Held across fork() (pthread_atfork), so that a child never
+// starts with it locked by a thread it does not have.
+inline std::mutex& pool_lock() {
+  static std::mutex made;
+  static const int registered = pthread_atfork([] { pool_lock().lock(); }, [] { pool_lock().unlock(); },
+                                               [] { pool_lock().unlock(); });
+  (void)registered;
+  return made;
+}
+
 // The process's pool (leaked on purpose: its threads outlive static destruction), made again
 // in a forked child, which has none of its parent's threads.
 inline Pool& pool() {
-  static std::mutex made;
   static Pool* current = nullptr;
   static pid_t owner = 0;
-  std::lock_guard<std::mutex> lock(made);
+  std::lock_guard<std::mutex> lock(pool_lock());
   if (current == nullptr || owner != getpid()) {
     const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
     current = new Pool(static_cast<int>(cpus) - 1);
