@@ -52,16 +52,23 @@ def default_num_threads(window_s: float = 0.1) -> int:
     """
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     cores = len(cpus) or os.cpu_count() or 1
+    others = _others_busy(cpus, cores, window_s)
+    if others is None:  # no /proc: the load average (which counts this process's work too)
+        return max(1, cores - int(os.getloadavg()[0]))
+    return max(1, cores - int(others + 0.5))
+
+
+def _others_busy(cpus: list[int], cores: int, window_s: float) -> float | None:
+    """Cores' worth of other processes' work on ``cpus`` over ``window_s``; None without /proc."""
     before, own_before = _cpu_ticks(cpus), _own_ticks()
     if before is None or own_before is None:
-        return max(1, cores - int(os.getloadavg()[0]))
+        return None
     time.sleep(window_s)
     after, own_after = _cpu_ticks(cpus), _own_ticks()
     if after is None or own_after is None or after[1] <= before[1]:
-        return max(1, cores - int(os.getloadavg()[0]))
+        return None
     busy = after[0] - before[0] - (own_after - own_before)
-    others = max(0.0, busy / (after[1] - before[1]) * cores)  # cores' worth of others' work
-    return max(1, cores - int(others + 0.5))
+    return max(0.0, busy / (after[1] - before[1]) * cores)
 
 
 def _cpu_ticks(cpus: list[int]) -> tuple[int, int] | None:
