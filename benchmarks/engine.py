@@ -66,11 +66,11 @@ from typing import Any
 
 import torch
 
-from ragloom.runtime.engine.model_runner import default_num_threads
 from ragloom.runtime.llm import SamplingParams
 from ragloom.runtime.model_files import resolve_model
 from ragloom.runtime.models.gguf_loader import load_gguf
 from ragloom.runtime.models.reference import hf_greedy, hf_reference
+from ragloom.runtime.threads import default_num_threads
 from ragloom.runtime.torch_llm import TorchLLM
 
 TOOLS = """Tools:

@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "TorchLLM": "ragloom.runtime.torch_llm",
     "compile_grammar": "ragloom.runtime.constrained",
     "create_app": "ragloom.runtime.server",
+    "default_num_threads": "ragloom.runtime.threads",
     "json_grammar": "ragloom.runtime.constrained",
     "list_models": "ragloom.runtime.model_files",
     "load_llm": "ragloom.runtime.factory",

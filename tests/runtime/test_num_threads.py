@@ -1,6 +1,6 @@
-"""The engine's default thread count: the cores this process may use, less the ones other
-processes keep busy, measured over a short window (``/proc/stat``) with this process's own work
-left out; the load average where ``/proc`` cannot be read.
+"""The local backends' default thread count (torch engine, llama.cpp): the cores this process
+may use, less the ones other processes keep busy, measured over a short window (``/proc/stat``)
+with this process's own work left out; the load average where ``/proc`` cannot be read.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from ragloom.runtime.engine import model_runner
-from ragloom.runtime.engine.model_runner import default_num_threads
+from ragloom.runtime import threads as threads_module
+from ragloom.runtime.threads import default_num_threads
 
 needs_affinity = pytest.mark.skipif(
     not hasattr(os, "sched_getaffinity"), reason="needs sched_getaffinity"
@@ -20,11 +20,11 @@ needs_affinity = pytest.mark.skipif(
 def fake_proc(monkeypatch, cpu: list[tuple[int, int]], own: list[int], cores: int = 4) -> None:
     """/proc readings: (busy, total) of the cores and this process's ticks, before and after."""
     cpu_reads, own_reads = iter(cpu), iter(own)
-    monkeypatch.setattr(model_runner.os, "sched_getaffinity", lambda pid: set(range(cores)))
-    monkeypatch.setattr(model_runner, "_cpu_ticks", lambda cpus: next(cpu_reads))
-    monkeypatch.setattr(model_runner, "_own_ticks", lambda: next(own_reads))
-    monkeypatch.setattr(model_runner.time, "sleep", lambda s: None)
-    monkeypatch.setattr(model_runner.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr(threads_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(threads_module, "_cpu_ticks", lambda cpus: next(cpu_reads))
+    monkeypatch.setattr(threads_module, "_own_ticks", lambda: next(own_reads))
+    monkeypatch.setattr(threads_module.time, "sleep", lambda s: None)
+    monkeypatch.setattr(threads_module.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
 
 
 @needs_affinity
