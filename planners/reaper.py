@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragloom.agent import Agent, AgentEvent, AgentResult, Finish, PlanRound, Replan
-from ragloom.errors import ConfigError
+from ragloom.errors import ConfigError, ContextWindowError
 from ragloom.planners._render import evidence_ids, render_value
 from ragloom.planners.llmcompiler import LLMCompilerPlanner
 from ragloom.planners.prompts import ANSWER_SYSTEM, REAPER_SYSTEM
@@ -104,25 +104,34 @@ class CitingAnswerer:
     """A joiner that always finishes: it answers from the evidence, citing chunk ids.
 
     Sources that failed or returned nothing are named in the prompt and, if the model's answer
-    does not mention them, appended to the answer.
+    does not mention them, appended to the answer. Evidence that does not fit the model's
+    context window is cut: each step's share is halved until the prompt fits (a plan of many
+    searches on a small model), down to ``min_chars``; only then does the backend's
+    ``ContextWindowError`` reach the caller.
 
     Args:
         llm: the language model.
         max_tokens: the longest answer.
         max_chars: the most characters of one step's evidence shown to the model.
+        min_chars: the least a step's evidence is cut to when the prompt is too long.
     """
 
     llm: LLM
     max_tokens: int = 200
     max_chars: int = 1500
+    min_chars: int = 100
 
     def messages(
-        self, question: str, observations: Sequence[Observation], history: Sequence[Message] = ()
+        self,
+        question: str,
+        observations: Sequence[Observation],
+        history: Sequence[Message] = (),
+        max_chars: int | None = None,
     ) -> list[Message]:
-        """The answer prompt: evidence as ``[chunk id] text``, failures listed."""
-        evidence = "\n".join(
-            render_value(o.value, self.max_chars) for o in observations if o.ok and o.value
-        )
+        """The answer prompt: evidence as ``[chunk id] text`` (at most ``max_chars``, default
+        ``self.max_chars``, per step), failures listed."""
+        limit = self.max_chars if max_chars is None else max_chars
+        evidence = "\n".join(render_value(o.value, limit) for o in observations if o.ok and o.value)
         report = source_report(observations)
         failures = ("Problems while searching:\n" + "\n".join(report) + "\n") if report else ""
         system = ANSWER_SYSTEM.format(failures=failures, evidence=evidence or "(none)")
@@ -142,9 +151,17 @@ class CitingAnswerer:
     ) -> Finish | Replan:
         """Answer from every round's evidence; sources are the cited (else all) chunk ids."""
         observations = [o for r in rounds for _, o in sorted(r.observations.items())]
-        prompt = self.messages(question, observations, history)
         params = SamplingParams(max_tokens=self.max_tokens)
-        answer = (await self.llm.agenerate([prompt], params))[0].text.strip()
+        limit = self.max_chars
+        while True:
+            prompt = self.messages(question, observations, history, limit)
+            try:
+                answer = (await self.llm.agenerate([prompt], params))[0].text.strip()
+                break
+            except ContextWindowError:  # (raised before decoding: a retry costs a tokenisation)
+                if limit <= self.min_chars:
+                    raise
+                limit = max(self.min_chars, limit // 2)
         unmentioned = [line for name, line in _problems(observations) if name not in answer]
         # a plan that broke off is a failure too: the steps after the bad line never ran
         unmentioned += [f"the retrieval plan broke off: {r.error}" for r in rounds if r.error]

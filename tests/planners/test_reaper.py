@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from ragloom.errors import ConfigError
-from ragloom.planners.reaper import Reaper, source_report
+from ragloom.agent import PlanRound
+from ragloom.errors import ConfigError, ContextWindowError
+from ragloom.planners.reaper import CitingAnswerer, Reaper, source_report
 from ragloom.retrievers._types import Chunk, Hit
 from ragloom.retrievers.sources import RetrievalSource
 from ragloom.runtime import FakeLLM
+from ragloom.tfu import Observation
 
 
 @dataclass
@@ -122,3 +125,55 @@ async def test_invoke_works_inside_a_running_event_loop() -> None:
     # inside a running loop asyncio.run would refuse; invoke runs in a worker thread instead
     result = Reaper(llm, sources()).invoke("Is the lamp Ada ordered dimmable?")
     assert "lumo.md#2" in result.sources
+
+
+@dataclass
+class SmallWindowLLM(FakeLLM):
+    """A fake whose context window holds rendered prompts of at most ``window`` characters."""
+
+    window: int = 10**9
+    too_long: list[int] = field(default_factory=list)
+
+    def _stream(self, prompt, params):
+        text = self.render(prompt)
+        if len(text) > self.window:
+            self.too_long.append(len(text))
+            raise ContextWindowError(f"prompt of {len(text)} characters exceeds {self.window}")
+        return super()._stream(prompt, params)
+
+
+def long_sources() -> list[RetrievalSource]:
+    manual = "The Lumo desk lamp is dimmable in 5 steps. " + "It has a warm light. " * 150
+    products = {"lumo": [("lumo.md#2", manual)]}
+    orders = {"ada": [("orders.csv#7", "Order 7 by Ada: product Lumo desk lamp, shipped")]}
+    return [
+        RetrievalSource("orders", "customer orders", TableRetriever(orders)),
+        RetrievalSource("products", "product manuals", TableRetriever(products)),
+    ]
+
+
+LONG_PLAN = '1. orders("orders of customer Ada")\n2. products("manual of the Lumo lamp")\n3. join()'
+
+
+def test_evidence_too_long_for_the_window_is_cut_until_the_answer_prompt_fits() -> None:
+    # the plan prompt (~1,000 characters) fits; the answer prompt at 1,500 characters of
+    # evidence a step (~1,800) does not, at 750 it does
+    llm = SmallWindowLLM([LONG_PLAN + "<END_OF_PLAN>", "Dimmable [lumo.md#2]."], window=1500)
+    result = Reaper(llm, long_sources()).invoke("Is the lamp Ada ordered dimmable?")
+    assert len(llm.too_long) == 1, "the first answer prompt must not fit, the second must"
+    answer_prompt = llm.prompts[-1]
+    assert len(answer_prompt) <= 1500
+    assert "[lumo.md#2] The Lumo desk lamp is dimmable" in answer_prompt  # the head survives
+    assert result.answer == "Dimmable [lumo.md#2]."
+    assert result.sources == ["lumo.md#2"]
+
+
+def test_a_window_too_small_even_for_cut_evidence_is_a_clear_error() -> None:
+    manual = Observation(2, "products", {}, value=[Hit(Chunk("lumo.md#2", "lamp " * 600), 1.0, 0)])
+    rounds = [PlanRound("1. products('lamp')", observations={2: manual})]
+    llm = SmallWindowLLM(["unused"], window=300)
+    answerer = CitingAnswerer(llm, min_chars=100)
+    with pytest.raises(ContextWindowError, match="exceeds 300"):
+        asyncio.run(answerer.ajoin("Is the lamp dimmable?", rounds))
+    # 1,500 -> 750 -> 375 -> 187 -> 100 characters of evidence were tried before giving up
+    assert len(llm.too_long) == 5 and llm.too_long == sorted(llm.too_long, reverse=True)
