@@ -47,6 +47,7 @@ from ragloom.runtime.llm import (
     apply_stop,
 )
 from ragloom.runtime.model_files import model_name, resolve_model
+from ragloom.runtime.threads import default_num_threads
 
 __all__ = ["LlamaCppConfig", "LlamaCppLLM"]
 
@@ -57,8 +58,9 @@ class LlamaCppConfig:
 
     Attributes:
         n_ctx: context window in tokens (prompt plus completion).
-        n_threads: CPU threads; 0 picks half the cores this process may run on (llama.cpp's
-            own rule of thumb: its threads spin-wait, so oversubscribed cores stall them).
+        n_threads: CPU threads; 0 takes the cores this process may run on that other
+            processes leave idle, measured (:func:`ragloom.runtime.threads.default_num_threads`:
+            llama.cpp's threads spin-wait, so a busy core stalls every step).
         prefix_block: prefill batch size and prefix-cache granularity, in tokens.
         prefix_cache_mb: the most memory saved prefix states may take (0 disables saving).
         native_gbnf: run GBNF grammars in llama.cpp's own sampler instead of llguidance masks
@@ -134,7 +136,7 @@ class LlamaCppLLM(BaseLLM):
         params = cy.LlamaContextParams()
         params.n_ctx = cfg.n_ctx
         params.n_batch = params.n_ubatch = max(cfg.prefix_block, 1)
-        threads = cfg.n_threads or max(1, len(os.sched_getaffinity(0)) // 2)
+        threads = cfg.n_threads or default_num_threads()
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
         return cy.LlamaContext(self._model, params)

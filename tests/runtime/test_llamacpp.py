@@ -140,3 +140,18 @@ def test_native_gbnf_sampler():
         assert out[0].text in {" yes", " no"}
     finally:
         native.close()
+
+
+def test_default_threads_are_the_idle_cores(monkeypatch):
+    # n_threads=0: the measured count (ragloom.runtime.threads), not a fixed share of the cores
+    from ragloom.runtime.backends import llamacpp
+
+    monkeypatch.setattr(llamacpp, "default_num_threads", lambda: 2)
+    two = llamacpp.LlamaCppLLM("smollm2", n_ctx=256)
+    monkeypatch.setattr(llamacpp, "default_num_threads", lambda: 1)
+    one = llamacpp.LlamaCppLLM("smollm2", n_ctx=256)
+    try:
+        assert (two._ctx.n_threads(), one._ctx.n_threads()) == (2, 1)
+    finally:
+        two.close()
+        one.close()
