@@ -33,7 +33,7 @@ from ragloom.runtime.layers.rotary import RotaryEmbedding
 from ragloom.runtime.models.llama import LlamaForCausalLM
 from ragloom.runtime.threads import default_num_threads
 
-__all__ = ["ModelRunner", "StepOutput", "default_num_threads"]
+__all__ = ["ModelRunner", "StepOutput"]
 
 Chunk = tuple[Sequence, int]
 

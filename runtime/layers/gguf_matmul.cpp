@@ -20,7 +20,6 @@
 // path); ragloom.runtime.layers.gguf_linear.reference_linear is the plain torch version the
 // tests hold it to.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <immintrin.h>
 #include "avx2.h"

@@ -19,7 +19,6 @@
 // ragloom.runtime.layers.rmsnorm, .rotary and .activation hold the torch paths the tests
 // compare them to.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <immintrin.h>
 #include "avx2.h"

@@ -23,7 +23,6 @@
 // Built with gguf_matmul.cpp into one library (ragloom.runtime.layers.kernels);
 // ragloom.runtime.layers.attention holds the torch path the tests compare it to.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <immintrin.h>
 #include "avx2.h"
