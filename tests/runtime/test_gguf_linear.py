@@ -50,11 +50,13 @@ def test_kernel_builds_here():
     "rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 31, 32, 33, 40, 63, 64, 65, 130]
 )
 @pytest.mark.parametrize("outputs", [72, 600])  # 600: the GEMM path's tiles of 256 rows
-def test_kernel_matches_reference(group, with_offset, rows, outputs):
-    # (up to _KERNEL_ROWS = 64 rows the kernel, more the decoded tiles and torch's GEMM)
-    q, scale, offset = grouped(outputs, 256, group, with_offset)
+@pytest.mark.parametrize("inputs", [256, 1280])
+def test_kernel_matches_reference(group, with_offset, rows, outputs, inputs):
+    # 256 inputs: the kernel at every row count; 1,280 (longer than _L1_INPUTS): up to
+    # _KERNEL_ROWS = 64 rows the kernel, more the decoded tiles and torch's GEMM
+    q, scale, offset = grouped(outputs, inputs, group, with_offset)
     bias = torch.randn(outputs)
-    x = torch.randn(rows, 256)
+    x = torch.randn(rows, inputs)
     layer = GGUFLinear(q, scale, offset, bias, use_kernel=True)
     want = reference_linear(x, q, scale, offset) + bias
     got = layer(x)
