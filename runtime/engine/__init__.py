@@ -16,6 +16,7 @@ _LAZY: dict[str, str] = {
     "BackgroundEngine": "ragloom.runtime.engine.background",
     "BlockManager": "ragloom.runtime.engine.block_manager",
     "EngineConfig": "ragloom.runtime.engine.config",
+    "EngineStats": "ragloom.runtime.engine.llm_engine",
     "LLMEngine": "ragloom.runtime.engine.llm_engine",
     "ModelRunner": "ragloom.runtime.engine.model_runner",
     "Sampler": "ragloom.runtime.engine.sampler",

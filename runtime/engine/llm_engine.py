@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence as Seq
+from dataclasses import dataclass
 from typing import Any
 
 from ragloom.errors import ConfigError, ContextWindowError
@@ -27,9 +28,27 @@ from ragloom.runtime.layers.gguf_linear import KernelUnavailableError, gguf_kern
 from ragloom.runtime.llm import Grammar, SamplingParams
 from ragloom.runtime.models.gguf_loader import LoadedModel
 
-__all__ = ["LLMEngine"]
+__all__ = ["EngineStats", "LLMEngine"]
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """What an engine has run since it was made (counters only grow).
+
+    Attributes:
+        steps: model steps run.
+        tokens_computed: token rows run through the model: uncached prompt tokens (recomputed
+            ones after a preemption included) and one per decode.
+        logit_rows: rows run through the LM head (one per sampled token, plus scored rows).
+        tokens_generated: tokens sampled.
+    """
+
+    steps: int = 0
+    tokens_computed: int = 0
+    logit_rows: int = 0
+    tokens_generated: int = 0
 
 
 class LLMEngine:
@@ -58,6 +77,7 @@ class LLMEngine:
         self._grammars: dict[Grammar, Any] = {}
         self._inbox: list[tuple[str, Sequence]] = []
         self._lock = threading.Lock()
+        self.stats = EngineStats()
 
     def add_request(
         self, token_ids: Seq[int], params: SamplingParams, *, score_from: int | None = None
@@ -105,6 +125,11 @@ class LLMEngine:
         if not chunks:
             return changed
         out = self.runner.run(chunks)
+        stats = self.stats
+        stats.steps += 1
+        stats.tokens_computed += sum(num for _, num in chunks)
+        stats.logit_rows += out.logit_rows
+        stats.tokens_generated += len(out.sample_seqs)
         for seq, num in chunks:
             seq.num_computed_tokens += num
             self.scheduler.block_manager.cache_computed_blocks(seq)

@@ -46,11 +46,13 @@ class StepOutput:
         sample_seqs: sequences whose next token is to be sampled, in ``logits`` row order.
         logits: ``[len(sample_seqs), vocab]`` float32.
         scores: log-probability added to each scoring sequence by this step.
+        logit_rows: rows this step ran through the LM head (sampled and scored).
     """
 
     sample_seqs: list[Sequence]
     logits: torch.Tensor
     scores: list[tuple[Sequence, float]]
+    logit_rows: int = 0
 
 
 class ModelRunner:
@@ -165,7 +167,7 @@ class ModelRunner:
         sample_rows: list[int] = []
         sample_seqs: list[Sequence] = []
         scores: list[tuple[Sequence, float]] = []
-        row = 0
+        row = scored_rows = 0
         for seq, n in chunks:
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             if seq.score_from is not None:  # scoring: log p(token[p + 1] | prefix) in this chunk
@@ -173,6 +175,7 @@ class ModelRunner:
                 last = min(end, seq.num_tokens - 1)
                 if last > first:
                     rows = hidden[row + first - start : row + last - start]
+                    scored_rows += rows.shape[0]
                     logp = torch.log_softmax(self.model.compute_logits(rows), dim=-1)
                     targets = torch.tensor(seq.token_ids[first + 1 : last + 1])
                     scores.append((seq, float(logp.gather(1, targets[:, None]).sum())))
@@ -181,4 +184,4 @@ class ModelRunner:
                 sample_seqs.append(seq)
             row += n
         logits = self.model.compute_logits(hidden[sample_rows]) if sample_rows else hidden[:0]
-        return StepOutput(sample_seqs, logits, scores)
+        return StepOutput(sample_seqs, logits, scores, len(sample_rows) + scored_rows)

@@ -32,6 +32,26 @@ def test_prefix_cached_run_gives_the_cold_tokens():
     assert shared.cached_tokens > 0.8 * shared.prompt_tokens
 
 
+def test_stats_count_the_rows_each_request_ran():
+    engine = fresh_engine()
+    assert engine.stats.steps == engine.stats.tokens_computed == 0
+    prompt = chat_ids(PROMPTS[1])
+    cold = engine.generate([prompt], GREEDY)[0]
+    warm = engine.generate([prompt], GREEDY)[0]  # its full blocks come from the prefix cache
+    assert cold.num_cached_tokens == 0 and warm.num_cached_tokens >= 16
+    decoded = [s.num_completion_tokens - 1 for s in (cold, warm)]  # the last token never runs
+    generated = cold.num_completion_tokens + warm.num_completion_tokens
+    stats = engine.stats
+    assert stats.tokens_computed == 2 * len(prompt) - warm.num_cached_tokens + sum(decoded)
+    assert stats.logit_rows == stats.tokens_generated == generated
+    assert stats.steps == 2 + sum(decoded)  # one prefill step each, then the decodes
+    rows = stats.logit_rows
+    scored = engine.add_request([*prompt, 10, 11, 12], GREEDY, score_from=len(prompt))
+    while not scored.is_finished:
+        engine.step()
+    assert stats.logit_rows - rows == 3  # log p of each of the 3 scored tokens
+
+
 def test_batch_of_eight_mixed_lengths_matches_each_alone():
     prompts = [chat_ids(q) for q in MIXED]
     assert len({len(p) for p in prompts}) >= 4
