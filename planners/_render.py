@@ -6,14 +6,17 @@ Retrieval results (hits or chunks) are shown as ``[chunk id] text`` so answers c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from ragloom.errors import ContextWindowError
 
 if TYPE_CHECKING:
     from ragloom.agent import PlanRound
+    from ragloom.runtime.llm import LLM, Message, SamplingParams
     from ragloom.tfu import Observation
 
-__all__ = ["call_text", "evidence_ids", "render_rounds", "render_value"]
+__all__ = ["call_text", "evidence_ids", "generate_fitting", "render_rounds", "render_value"]
 
 
 def _chunk_of(value: Any) -> Any:
@@ -95,3 +98,27 @@ def evidence_ids(observations: Iterable[Observation]) -> list[str]:
             if chunk is not None:
                 seen.setdefault(chunk.id, None)
     return list(seen)
+
+
+async def generate_fitting(
+    llm: LLM,
+    prompt_for: Callable[[int], list[Message]],
+    params: SamplingParams,
+    max_chars: int,
+    min_chars: int,
+) -> str:
+    """The model's reply to ``prompt_for(limit)``, with ``limit`` (the characters shown of each
+    result) cut until the prompt fits the model's context window.
+
+    ``limit`` starts at ``max_chars`` and halves at each ``ContextWindowError`` (which backends
+    raise before decoding, so a retry costs a tokenisation) down to ``min_chars``; a prompt
+    that does not fit even then raises the backend's error to the caller.
+    """
+    limit = max_chars
+    while True:
+        try:
+            return (await llm.agenerate([prompt_for(limit)], params))[0].text
+        except ContextWindowError:
+            if limit <= min_chars:
+                raise
+            limit = max(min_chars, limit // 2)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ragloom.agent import Finish, PlanRound, Replan
-from ragloom.planners._render import evidence_ids, render_rounds
+from ragloom.planners._render import evidence_ids, generate_fitting, render_rounds
 from ragloom.planners.prompts import joiner_messages
 from ragloom.runtime.llm import LLM, SamplingParams
 
@@ -112,6 +112,9 @@ class LLMJoiner:
         constrained: enforce the decision JSON schema with constrained decoding.
         max_tokens: the longest reply.
         max_chars: the most characters of one task's result shown to the model.
+        min_chars: the least a result is cut to when the prompt does not fit the model's
+            context window (each result's share is halved from ``max_chars`` until it fits;
+            below ``min_chars`` the backend's ``ContextWindowError`` reaches the caller).
 
     >>> from ragloom.runtime import FakeLLM
     >>> import asyncio
@@ -124,6 +127,7 @@ class LLMJoiner:
     constrained: bool = False
     max_tokens: int = 200
     max_chars: int = 700
+    min_chars: int = 100
 
     def messages(
         self,
@@ -132,9 +136,11 @@ class LLMJoiner:
         *,
         can_replan: bool,
         history: Sequence[Message] = (),
+        max_chars: int | None = None,
     ) -> list[Message]:
-        """The prompt this joiner sends."""
-        results = render_rounds(rounds, self.max_chars)
+        """The prompt this joiner sends (at most ``max_chars``, default ``self.max_chars``, of
+        each task's result)."""
+        results = render_rounds(rounds, self.max_chars if max_chars is None else max_chars)
         return joiner_messages(question, results, can_replan=can_replan, history=history)
 
     async def ajoin(
@@ -152,8 +158,15 @@ class LLMJoiner:
 
             grammar = json_grammar(DECISION_SCHEMA)
         params = SamplingParams(max_tokens=self.max_tokens, grammar=grammar)
-        prompt = self.messages(question, rounds, can_replan=can_replan, history=history)
-        text = (await self.llm.agenerate([prompt], params))[0].text
+        text = await generate_fitting(
+            self.llm,
+            lambda limit: self.messages(
+                question, rounds, can_replan=can_replan, history=history, max_chars=limit
+            ),
+            params,
+            self.max_chars,
+            self.min_chars,
+        )
         decision = parse_decision(text)
         if isinstance(decision, Finish) and not decision.sources:
             known = evidence_ids(o for r in rounds for o in r.observations.values())

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragloom.agent import Agent, AgentEvent, AgentResult, Finish, PlanRound, Replan
-from ragloom.errors import ConfigError, ContextWindowError
-from ragloom.planners._render import evidence_ids, render_value
+from ragloom.errors import ConfigError
+from ragloom.planners._render import evidence_ids, generate_fitting, render_value
 from ragloom.planners.llmcompiler import LLMCompilerPlanner
 from ragloom.planners.prompts import ANSWER_SYSTEM, REAPER_SYSTEM
 from ragloom.runtime.llm import LLM, SamplingParams
@@ -152,16 +152,14 @@ class CitingAnswerer:
         """Answer from every round's evidence; sources are the cited (else all) chunk ids."""
         observations = [o for r in rounds for _, o in sorted(r.observations.items())]
         params = SamplingParams(max_tokens=self.max_tokens)
-        limit = self.max_chars
-        while True:
-            prompt = self.messages(question, observations, history, limit)
-            try:
-                answer = (await self.llm.agenerate([prompt], params))[0].text.strip()
-                break
-            except ContextWindowError:  # (raised before decoding: a retry costs a tokenisation)
-                if limit <= self.min_chars:
-                    raise
-                limit = max(self.min_chars, limit // 2)
+        answer = await generate_fitting(
+            self.llm,
+            lambda limit: self.messages(question, observations, history, limit),
+            params,
+            self.max_chars,
+            self.min_chars,
+        )
+        answer = answer.strip()
         unmentioned = [line for name, line in _problems(observations) if name not in answer]
         # a plan that broke off is a failure too: the steps after the bad line never ran
         unmentioned += [f"the retrieval plan broke off: {r.error}" for r in rounds if r.error]

@@ -58,3 +58,39 @@ async def test_joiner_without_replans_is_told_to_finish() -> None:
     llm = FakeLLM(['{"action": "finish", "answer": "?"}'])
     await LLMJoiner(llm).ajoin("Q?", [], can_replan=False)
     assert 'you must use "finish"' in llm.prompts[0]
+
+
+def long_rounds() -> list[PlanRound]:
+    from ragloom.tfu import Observation
+
+    observations = {
+        i: Observation(i, "search", {"query": f"q{i}"}, value=f"fact {i}: " + "detail " * 300)
+        for i in range(1, 7)
+    }
+    return [PlanRound(plan="", observations=observations)]
+
+
+async def test_results_too_long_for_the_window_are_cut_until_the_prompt_fits() -> None:
+    from _window_llm import SmallWindowLLM
+
+    rounds = long_rounds()
+    llm = SmallWindowLLM(['{"action": "finish", "answer": "6 facts"}'])
+    joiner = LLMJoiner(llm)  # 700 characters a result; halved once, 350 fit
+    fits = len(llm.render(joiner.messages("Q?", rounds, can_replan=True, max_chars=350)))
+    assert len(llm.render(joiner.messages("Q?", rounds, can_replan=True))) > fits
+    llm.window = fits
+    decision = await joiner.ajoin("Q?", rounds, can_replan=True)
+    assert decision == Finish("6 facts")
+    assert len(llm.too_long) == 1 and len(llm.prompts[-1]) <= fits
+    assert all(f"fact {i}: detail" in llm.prompts[-1] for i in range(1, 7))  # every head kept
+
+
+async def test_a_window_too_small_for_cut_results_is_a_clear_error() -> None:
+    from _window_llm import SmallWindowLLM
+
+    from ragloom.errors import ContextWindowError
+
+    llm = SmallWindowLLM(["unused"], window=200)
+    with pytest.raises(ContextWindowError, match="exceeds 200"):
+        await LLMJoiner(llm).ajoin("Q?", long_rounds(), can_replan=True)
+    assert len(llm.too_long) == 4  # 700 -> 350 -> 175 -> 100 characters a result, then the error

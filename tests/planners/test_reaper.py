@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from _window_llm import SmallWindowLLM
 
 from ragloom.agent import PlanRound
 from ragloom.errors import ConfigError, ContextWindowError
@@ -125,21 +126,6 @@ async def test_invoke_works_inside_a_running_event_loop() -> None:
     # inside a running loop asyncio.run would refuse; invoke runs in a worker thread instead
     result = Reaper(llm, sources()).invoke("Is the lamp Ada ordered dimmable?")
     assert "lumo.md#2" in result.sources
-
-
-@dataclass
-class SmallWindowLLM(FakeLLM):
-    """A fake whose context window holds rendered prompts of at most ``window`` characters."""
-
-    window: int = 10**9
-    too_long: list[int] = field(default_factory=list)
-
-    def _stream(self, prompt, params):
-        text = self.render(prompt)
-        if len(text) > self.window:
-            self.too_long.append(len(text))
-            raise ContextWindowError(f"prompt of {len(text)} characters exceeds {self.window}")
-        return super()._stream(prompt, params)
 
 
 def long_sources() -> list[RetrievalSource]:
