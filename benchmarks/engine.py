@@ -52,6 +52,12 @@ whose speed varied by a third: ``--threads 1`` TTFT 17.1-19.4x, decode 15.6-19.9
 TTFT 10.9-20.2x, decode 17.4-23.1 tok/s, 2.57-3.52x HF (gguf-q8 2.62-3.76x), llama.cpp
 0.48-0.59x, batch 1.99-2.56x (gguf-q8 2.33-2.44x); engine RSS peak 1.57-1.61 GB.
 
+The evening of 2026-11-29 (the kernel at every row count on layers of short rows; the batch
+ceiling), ``--threads 2`` twice: TTFT 20.5-21.0x, decode 4.06-4.43x HF, llama.cpp 0.64-0.66x
+(39.8-40.4 tok/s), batch 2.04-2.51x against a ceiling of 4.06-4.64x (the concurrent run at
+50-54% of a 152-163 GFLOP/s GEMM); ``--threads 1``: TTFT 22.6x, decode 2.86x HF, llama.cpp
+0.89x, batch 2.33x (ceiling 4.04x, 58%); engine RSS peak 1.48-1.55 GB.
+
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.
 """
