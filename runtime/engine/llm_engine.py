@@ -58,6 +58,9 @@ class LLMEngine:
         loaded: a model from :func:`ragloom.runtime.models.gguf_loader.load_gguf`.
         config: engine settings.
 
+    Attributes:
+        stats: counters of the work run so far (:class:`EngineStats`), updated by ``step``.
+
     >>> engine = LLMEngine(load_gguf(resolve_model("smollm2")), EngineConfig())  # doctest: +SKIP
     >>> engine.generate([[1, 2, 3]], SamplingParams(max_tokens=4))[0].completion_token_ids
     ... # doctest: +SKIP
