@@ -11,6 +11,11 @@ Grammars map to ``response_format`` (JSON schema) or vLLM's ``structured_outputs
 (and the older ``guided_regex`` / ``guided_grammar``) fields; servers that ignore those do not
 constrain the output.
 
+A prompt the server refuses as longer than the model's context window (HTTP 400 with OpenAI's
+``context_length_exceeded`` code, or vLLM's "maximum context length" message) raises
+:class:`ragloom.errors.ContextWindowError`, as the local backends do, so the planners' answerers
+cut their evidence and retry over HTTP too. Other refusals keep the client's own errors.
+
 This module does not retry beyond the client's own retries, and it cannot score
 continuations (the chat API has no prompt log-probs).
 """
@@ -19,10 +24,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from ragloom._lazy import require
+from ragloom.errors import ContextWindowError
 from ragloom.runtime.llm import (
     BaseLLM,
     Completion,
@@ -34,6 +41,23 @@ from ragloom.runtime.llm import (
 )
 
 __all__ = ["OpenAILLM"]
+
+
+# how servers word a prompt longer than the model's window (OpenAI, vLLM, llama.cpp's server)
+_TOO_LONG = re.compile(
+    r"maximum context length|context[_ ]length|context window|exceeds the available context",
+    re.IGNORECASE,
+)
+
+
+def _context_error(exc: Exception) -> ContextWindowError | None:
+    """ragloom's error for a server's refusal of a prompt too long for the model, else None."""
+    if getattr(exc, "status_code", None) != 400:
+        return None
+    message = str(getattr(exc, "message", None) or exc)
+    if getattr(exc, "code", None) == "context_length_exceeded" or _TOO_LONG.search(message):
+        return ContextWindowError(f"the server refused the prompt as too long: {message}")
+    return None
 
 
 def _usage(usage: Any) -> tuple[int, int, int]:
@@ -100,6 +124,7 @@ class OpenAILLM(BaseLLM):
             max_retries=max_retries,
             http_client=http_client,
         )
+        self._bad_request: type[Exception] = openai.BadRequestError
         self._prefix_counter = PrefixCacheCounter()
 
     def _request(self, prompt: Prompt, params: SamplingParams) -> tuple[bool, dict[str, Any]]:
@@ -149,9 +174,8 @@ class OpenAILLM(BaseLLM):
         chat, fields = self._request(prompt, params)
         if ask_usage:  # not sent otherwise: servers that predate it may refuse it
             fields["stream_options"] = {"include_usage": True}
-        api = self._client.chat.completions if chat else self._client.completions
         reason: str | None = None
-        for chunk in api.create(stream=True, **fields):
+        for chunk in self._create(chat, stream=True, **fields):
             if getattr(chunk, "usage", None) is not None:  # sent by servers that stream usage
                 prompt_tokens, completion_tokens, cached = _usage(chunk.usage)
                 self._prefix_counter.add(prompt_tokens, cached)
@@ -178,8 +202,7 @@ class OpenAILLM(BaseLLM):
 
     def _complete(self, prompt: Prompt, params: SamplingParams) -> Completion:
         chat, fields = self._request(prompt, params)
-        api = self._client.chat.completions if chat else self._client.completions
-        response = api.create(**fields)
+        response = self._create(chat, **fields)
         choice = response.choices[0]
         text = (choice.message.content or "") if chat else choice.text
         reason: Literal["stop", "length"] = "length" if choice.finish_reason == "length" else "stop"
@@ -193,6 +216,17 @@ class OpenAILLM(BaseLLM):
             completion_tokens=completion_tokens,
             cached_tokens=cached_tokens,
         )
+
+    def _create(self, chat: bool, **fields: Any) -> Any:
+        """Send one request (errors arrive here, before any streamed text)."""
+        api = self._client.chat.completions if chat else self._client.completions
+        try:
+            return api.create(**fields)
+        except self._bad_request as exc:
+            error = _context_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def prefix_cache_stats(self) -> PrefixCacheStats:
         """Prompt and cached tokens as the server reported them since the last reset (its

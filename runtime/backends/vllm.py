@@ -12,6 +12,8 @@ drop its cached blocks.
 vllm is imported when a VLLMLLM is built, never at ``import ragloom``; without it the
 constructor raises :class:`~ragloom.errors.MissingDependencyError` with the pip line.
 The offline ``vllm.LLM`` API does not stream: ``stream`` yields the whole completion at once.
+A prompt longer than the model's window raises :class:`~ragloom.errors.ContextWindowError`
+(from vLLM's own check), as the other backends do.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from ragloom._lazy import require
+from ragloom.errors import ContextWindowError
 from ragloom.runtime.llm import (
     BaseLLM,
     Completion,
@@ -108,11 +111,21 @@ class VLLMLLM(BaseLLM):
         """All prompts in one vLLM call (continuous batching, prefix caching)."""
         params = params or SamplingParams()
         texts = [self.render(p) for p in prompts]
-        outputs = self._engine.generate(texts, self.sampling_params(params), use_tqdm=False)
+        outputs = self._run(texts, self.sampling_params(params))
         done = [self._completion(out) for out in outputs]
         for c in done:
             self._prefix_counter.add(c.prompt_tokens, c.cached_tokens)
         return done
+
+    def _run(self, texts: list[str], sampling: Any) -> Any:
+        """One vLLM call; a prompt longer than the model's window (vLLM's ``ValueError``:
+        "... longer than the maximum model length ...") raises ``ContextWindowError``."""
+        try:
+            return self._engine.generate(texts, sampling, use_tqdm=False)
+        except ValueError as exc:
+            if "maximum model length" not in str(exc):
+                raise
+            raise ContextWindowError(f"vLLM refused the prompt as too long: {exc}") from exc
 
     def prefix_cache_stats(self) -> PrefixCacheStats:
         """Prompt and cached tokens over every request since the last reset, as vLLM reported
@@ -155,7 +168,7 @@ class VLLMLLM(BaseLLM):
         heads = [self.render(p) for p in prompts]
         texts = [h + c for h in heads for c in choices]
         sampling = self.sampling_params(SamplingParams(max_tokens=1), prompt_logprobs=0)
-        outputs = self._engine.generate(texts, sampling, use_tqdm=False)
+        outputs = self._run(texts, sampling)
         tokenizer = self._engine.get_tokenizer()
         flat = []
         for head, out in zip([h for h in heads for _ in choices], outputs, strict=True):

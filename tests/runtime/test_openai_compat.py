@@ -6,9 +6,11 @@ import socket
 import threading
 import time
 
+import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from ragloom.errors import ContextWindowError
 from ragloom.runtime.backends.openai_compat import OpenAILLM
 from ragloom.runtime.constrained import json_grammar
 from ragloom.runtime.llm import LLM, Completion, FakeLLM, Grammar, SamplingParams
@@ -123,3 +125,69 @@ def test_streamed_finish_reason_comes_from_the_server(llm):
         assert text == done.text and usage.finish_reason == done.finish_reason == "length"
         # only the finish reason asked for: the server is not asked for stream usage
         assert usage.completion_tokens == (2 if count_tokens else 0)
+
+
+class SmallWindow(FakeLLM):
+    """A fake model whose window holds rendered prompts of at most ``window`` characters."""
+
+    def __init__(self, replies, window: int):
+        super().__init__(replies)
+        self.window, self.refused = window, 0
+
+    def _stream(self, prompt, params):
+        text = self.render(prompt)
+        if len(text) > self.window:
+            self.refused += 1
+            raise ContextWindowError(f"prompt of {len(text)} characters exceeds {self.window}")
+        return super()._stream(prompt, params)
+
+
+def small_window_llm(model: SmallWindow) -> OpenAILLM:
+    client = TestClient(create_app(model))
+    return OpenAILLM("small", base_url="http://testserver/v1", http_client=client, max_retries=0)
+
+
+def test_a_prompt_too_long_for_the_server_is_a_context_window_error():
+    llm = small_window_llm(SmallWindow(reply, 20))
+    assert llm.generate(["short"])[0].text == "plain: short"
+    for call in (
+        lambda: llm.generate(["a prompt much longer than twenty characters"]),
+        lambda: list(llm.stream([{"role": "user", "content": "x" * 40}])),
+    ):
+        with pytest.raises(ContextWindowError, match="exceeds 20"):
+            call()
+
+
+def test_vllm_wording_without_a_code_is_a_context_window_error_and_others_are_not():
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+    vllm = "This model's maximum context length is 2048 tokens. However, you requested 3000."
+
+    @app.post("/v1/completions")
+    async def refuse(body: dict) -> JSONResponse:
+        message = vllm if body["prompt"] == "long" else "temperature must be positive"
+        error = {"message": message, "type": "BadRequestError", "code": 400}
+        return JSONResponse(status_code=400, content={"error": error})
+
+    llm = OpenAILLM("v", base_url="http://testserver/v1", http_client=TestClient(app))
+    with pytest.raises(ContextWindowError, match="maximum context length is 2048"):
+        llm.generate(["long"])
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        llm.generate(["other"])
+
+
+async def test_the_joiner_cuts_results_until_the_server_accepts_its_prompt():
+    from ragloom.agent import Finish, PlanRound
+    from ragloom.planners.joiner import LLMJoiner
+    from ragloom.tfu import Observation
+
+    results = {i: Observation(i, "search", {}, value="fact " + "x" * 2000) for i in (1, 2, 3)}
+    rounds = [PlanRound(plan="", observations=results)]
+    served = SmallWindow(['{"action": "finish", "answer": "three facts"}'], 0)
+    fits = LLMJoiner(served).messages("Q?", rounds, can_replan=False, max_chars=175)
+    served.window = len(served.render(fits))
+    joiner = LLMJoiner(small_window_llm(served))
+    assert await joiner.ajoin("Q?", rounds, can_replan=False) == Finish("three facts")
+    assert served.refused == 2  # 700 and 350 characters a result were refused, 175 fit

@@ -148,3 +148,26 @@ def test_stream_reports_the_request_usage(llm):
     assert "".join(llm.stream("hi", usage=usage)) == "ok"
     assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (2, 2, 3)
     assert usage.finish_reason == "length"  # vLLM's own, as generate reports it
+
+
+def test_a_prompt_longer_than_the_window_is_a_context_window_error(llm, monkeypatch):
+    from ragloom.errors import ContextWindowError
+
+    def refuse(texts, params, use_tqdm=True):  # vLLM's own words for it
+        raise ValueError(
+            "The decoder prompt (length 3000) is longer than the maximum model length of 2048."
+        )
+
+    monkeypatch.setattr(llm._engine, "generate", refuse)
+    with pytest.raises(ContextWindowError, match="maximum model length of 2048"):
+        llm.generate(["x" * 3000])
+    with pytest.raises(ContextWindowError):
+        llm.score(["x" * 3000], ["y"])
+
+    def other(texts, params, use_tqdm=True):
+        raise ValueError("temperature must be non-negative")
+
+    monkeypatch.setattr(llm._engine, "generate", other)
+    with pytest.raises(ValueError, match="temperature") as caught:
+        llm.generate(["x"])
+    assert not isinstance(caught.value, ContextWindowError)
