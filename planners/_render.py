@@ -6,7 +6,7 @@ Retrieval results (hits or chunks) are shown as ``[chunk id] text`` so answers c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ragloom.errors import ContextWindowError
@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from ragloom.runtime.llm import LLM, Message, SamplingParams
     from ragloom.tfu import Observation
 
-__all__ = ["call_text", "evidence_ids", "generate_fitting", "render_rounds", "render_value"]
+__all__ = [
+    "call_text",
+    "evidence_ids",
+    "generate_fitting",
+    "render_rounds",
+    "render_value",
+    "stream_fitting",
+]
 
 
 def _chunk_of(value: Any) -> Any:
@@ -114,11 +121,43 @@ async def generate_fitting(
     raise before decoding, so a retry costs a tokenisation) down to ``min_chars``; a prompt
     that does not fit even then raises the backend's error to the caller.
     """
+    pieces = _fitting(llm, prompt_for, params, max_chars, min_chars, stream=False)
+    return "".join([piece async for piece in pieces])
+
+
+def stream_fitting(
+    llm: LLM,
+    prompt_for: Callable[[int], list[Message]],
+    params: SamplingParams,
+    max_chars: int,
+    min_chars: int,
+) -> AsyncIterator[str]:
+    """:func:`generate_fitting`, streamed: the reply's text as the model writes it. The window
+    is checked before the first piece, so a retry never repeats text already yielded."""
+    return _fitting(llm, prompt_for, params, max_chars, min_chars, stream=True)
+
+
+async def _fitting(
+    llm: LLM,
+    prompt_for: Callable[[int], list[Message]],
+    params: SamplingParams,
+    max_chars: int,
+    min_chars: int,
+    *,
+    stream: bool,
+) -> AsyncIterator[str]:
     limit = max_chars
     while True:
+        started = False
         try:
-            return (await llm.agenerate([prompt_for(limit)], params))[0].text
+            if not stream:
+                yield (await llm.agenerate([prompt_for(limit)], params))[0].text
+                return
+            async for piece in llm.astream(prompt_for(limit), params):
+                started = True
+                yield piece
+            return
         except ContextWindowError:
-            if limit <= min_chars:
+            if started or limit <= min_chars:
                 raise
             limit = max(min_chars, limit // 2)

@@ -5,7 +5,8 @@ The prompt lists the registry's tools (numbered, ``join()`` last), the rules (in
 application supplies. :meth:`LLMCompilerPlanner.astream` yields the plan as text deltas; the
 agent parses them with the streaming plan parser and starts each task as soon as its line is
 complete. After a replan the prompt carries the previous plans, their results and the joiner's
-reason, and asks the model to continue the numbering.
+reason, and asks the model to continue the numbering; results that do not fit the model's context
+window are cut (each result's share halved, down to ``min_chars``) before the replan fails.
 
 With ``constrained=True`` the first plan is decoded under the runtime's plan grammar, which
 keeps small models on the format (the grammar numbers from 1, so replans are unconstrained).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ragloom.agent import PlanRound, next_task_id
-from ragloom.planners._render import render_rounds
+from ragloom.planners._render import render_rounds, stream_fitting
 from ragloom.planners.prompts import END_OF_PLAN, PLANNER_SYSTEM, planner_messages
 from ragloom.runtime.llm import LLM, Grammar, SamplingParams
 
@@ -40,6 +41,9 @@ class LLMCompilerPlanner:
         constrained: decode the first plan under the plan grammar.
         max_tokens: the longest plan.
         system: the system prompt template (see :data:`~ragloom.planners.prompts.PLANNER_SYSTEM`).
+        max_chars: the most characters of one task's result shown in a replan prompt.
+        min_chars: the least a result is cut to when a replan prompt does not fit the model's
+            context window (below it, the backend's ``ContextWindowError`` reaches the caller).
 
     >>> from ragloom.runtime import FakeLLM
     >>> planner = LLMCompilerPlanner(FakeLLM(["1. search(\\"x\\")\\n2. join()<END_OF_PLAN>"]))
@@ -50,6 +54,8 @@ class LLMCompilerPlanner:
     constrained: bool = False
     max_tokens: int = 400
     system: str = PLANNER_SYSTEM
+    max_chars: int = 600
+    min_chars: int = 100
 
     def messages(
         self,
@@ -57,8 +63,11 @@ class LLMCompilerPlanner:
         registry: ToolRegistry,
         rounds: Sequence[PlanRound] = (),
         history: Sequence[Message] = (),
+        max_chars: int | None = None,
     ) -> list[Message]:
-        """The prompt for the next plan (a replan prompt when ``rounds`` is not empty)."""
+        """The prompt for the next plan (a replan prompt when ``rounds`` is not empty, with at
+        most ``max_chars``, default ``self.max_chars``, of each earlier task's result)."""
+        limit = self.max_chars if max_chars is None else max_chars
         reason = rounds[-1].reason if rounds else ""
         return planner_messages(
             system=self.system,
@@ -67,7 +76,7 @@ class LLMCompilerPlanner:
             question=question,
             examples=self.examples,
             first_id=next_task_id(rounds),
-            replan_context=_replan_context(rounds),
+            replan_context=_replan_context(rounds, limit),
             reason=reason,
             history=history,
         )
@@ -89,9 +98,18 @@ class LLMCompilerPlanner:
         history: Sequence[Message] = (),
     ) -> AsyncIterator[str]:
         """Yield the plan text as the LLM writes it."""
-        prompt = self.messages(question, registry, rounds, history)
         params = self.params(registry, next_task_id(rounds))
-        async for delta in self.llm.astream(prompt, params):
+        if not rounds:  # (nothing to cut in a first plan's prompt)
+            deltas = self.llm.astream(self.messages(question, registry, (), history), params)
+        else:
+            deltas = stream_fitting(
+                self.llm,
+                lambda limit: self.messages(question, registry, rounds, history, limit),
+                params,
+                self.max_chars,
+                self.min_chars,
+            )
+        async for delta in deltas:
             yield delta
 
 
@@ -129,8 +147,8 @@ def example_plan(registry: ToolRegistry, first_id: int = 1) -> str:
     return f"{first_id}. {tool.name}({args})\n{first_id + 1}. join(){END_OF_PLAN}"
 
 
-def _replan_context(rounds: Sequence[PlanRound]) -> str:
+def _replan_context(rounds: Sequence[PlanRound], max_chars: int) -> str:
     if not rounds:
         return ""
     plans = "\n".join(r.plan.strip() for r in rounds)
-    return f"{plans}\nResults:\n{render_rounds(rounds)}"
+    return f"{plans}\nResults:\n{render_rounds(rounds, max_chars)}"

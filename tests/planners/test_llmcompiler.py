@@ -113,3 +113,40 @@ def test_malformed_plan_line_is_reported_to_the_joiner() -> None:
     assert result.rounds[0].error and "line 2" in result.rounds[0].error
     assert "the plan broke off" in llm.prompts[1]
     assert result.observations[1].value == "Paris"
+
+
+def long_rounds() -> list[PlanRound]:
+    from ragloom.tfu import Observation
+
+    results = {i: Observation(i, "search", {}, value=f"page {i}: " + "text " * 400) for i in (1, 2)}
+    return [PlanRound(plan='1. search("a")\n2. search("b")\n3. join()', observations=results)]
+
+
+async def collect(planner: LLMCompilerPlanner, rounds: list[PlanRound]) -> str:
+    return "".join([d async for d in planner.astream("Q?", registry(), rounds)])
+
+
+async def test_replan_results_too_long_for_the_window_are_cut_until_the_prompt_fits() -> None:
+    from _window_llm import SmallWindowLLM
+
+    rounds = long_rounds()
+    llm = SmallWindowLLM(['4. search("c")\n5. join()' + END_OF_PLAN])
+    planner = LLMCompilerPlanner(llm)
+    fits = llm.render(planner.messages("Q?", registry(), rounds, max_chars=150))
+    assert len(llm.render(planner.messages("Q?", registry(), rounds, max_chars=300))) > len(fits)
+    llm.window = len(fits)
+    assert await collect(planner, rounds) == '4. search("c")\n5. join()'  # (stop string cut)
+    assert len(llm.too_long) == 2  # 600 and 300 characters a result did not fit, 150 did
+    assert "page 1: text" in llm.prompts[-1] and "page 2: text" in llm.prompts[-1]
+
+
+async def test_a_first_plan_prompt_too_long_is_a_clear_error_at_once() -> None:
+    import pytest
+    from _window_llm import SmallWindowLLM
+
+    from ragloom.errors import ContextWindowError
+
+    llm = SmallWindowLLM(["unused"], window=100)
+    with pytest.raises(ContextWindowError, match="exceeds 100"):
+        await collect(LLMCompilerPlanner(llm), [])
+    assert len(llm.too_long) == 1  # nothing to cut: no retry
