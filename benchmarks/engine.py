@@ -284,9 +284,9 @@ def bench_batch(llm: TorchLLM, n: int, gemm_gflops: float | None = None) -> dict
         return await asyncio.gather(*(llm.agenerate([m], params) for m in msgs))
 
     stats = llm.engine.stats
-    rows, head_rows = stats.tokens_computed, stats.logit_rows
+    before = stats.tokens_computed, stats.logit_rows
     t_par, outs = timed(lambda: asyncio.run(concurrent()))
-    rows, head_rows = stats.tokens_computed - rows, stats.logit_rows - head_rows
+    rows, head_rows = stats.tokens_computed - before[0], stats.logit_rows - before[1]
     par_tokens = sum(o[0].completion_tokens for o in outs)
     out = {
         "sequential_tok_s": seq_tokens / t_seq,

@@ -121,11 +121,18 @@ async def generate_fitting(
     raise before decoding, so a retry costs a tokenisation) down to ``min_chars``; a prompt
     that does not fit even then raises the backend's error to the caller.
     """
-    pieces = _fitting(llm, prompt_for, params, max_chars, min_chars, stream=False)
-    return "".join([piece async for piece in pieces])
+    limit = max_chars
+    while True:
+        try:
+            return (await llm.agenerate([prompt_for(limit)], params))[0].text
+        except ContextWindowError:
+            smaller = _smaller(limit, min_chars)
+            if smaller is None:
+                raise
+            limit = smaller
 
 
-def stream_fitting(
+async def stream_fitting(
     llm: LLM,
     prompt_for: Callable[[int], list[Message]],
     params: SamplingParams,
@@ -134,30 +141,22 @@ def stream_fitting(
 ) -> AsyncIterator[str]:
     """:func:`generate_fitting`, streamed: the reply's text as the model writes it. The window
     is checked before the first piece, so a retry never repeats text already yielded."""
-    return _fitting(llm, prompt_for, params, max_chars, min_chars, stream=True)
-
-
-async def _fitting(
-    llm: LLM,
-    prompt_for: Callable[[int], list[Message]],
-    params: SamplingParams,
-    max_chars: int,
-    min_chars: int,
-    *,
-    stream: bool,
-) -> AsyncIterator[str]:
     limit = max_chars
     while True:
         started = False
         try:
-            if not stream:
-                yield (await llm.agenerate([prompt_for(limit)], params))[0].text
-                return
             async for piece in llm.astream(prompt_for(limit), params):
                 started = True
                 yield piece
             return
         except ContextWindowError:
-            if started or limit <= min_chars:
+            smaller = None if started else _smaller(limit, min_chars)
+            if smaller is None:
                 raise
-            limit = max(min_chars, limit // 2)
+            limit = smaller
+
+
+def _smaller(limit: int, min_chars: int) -> int | None:
+    """The next share to try after a refusal: half, not below ``min_chars``; None once
+    ``min_chars`` itself was refused."""
+    return None if limit <= min_chars else max(min_chars, limit // 2)

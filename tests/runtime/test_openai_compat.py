@@ -8,6 +8,7 @@ import time
 
 import openai
 import pytest
+from _window_llm import SmallWindowLLM
 from fastapi.testclient import TestClient
 
 from ragloom.errors import ContextWindowError
@@ -127,28 +128,13 @@ def test_streamed_finish_reason_comes_from_the_server(llm):
         assert usage.completion_tokens == (2 if count_tokens else 0)
 
 
-class SmallWindow(FakeLLM):
-    """A fake model whose window holds rendered prompts of at most ``window`` characters."""
-
-    def __init__(self, replies, window: int):
-        super().__init__(replies)
-        self.window, self.refused = window, 0
-
-    def _stream(self, prompt, params):
-        text = self.render(prompt)
-        if len(text) > self.window:
-            self.refused += 1
-            raise ContextWindowError(f"prompt of {len(text)} characters exceeds {self.window}")
-        return super()._stream(prompt, params)
-
-
-def small_window_llm(model: SmallWindow) -> OpenAILLM:
+def small_window_llm(model: SmallWindowLLM) -> OpenAILLM:
     client = TestClient(create_app(model))
     return OpenAILLM("small", base_url="http://testserver/v1", http_client=client, max_retries=0)
 
 
 def test_a_prompt_too_long_for_the_server_is_a_context_window_error():
-    llm = small_window_llm(SmallWindow(reply, 20))
+    llm = small_window_llm(SmallWindowLLM(reply, window=20))
     assert llm.generate(["short"])[0].text == "plain: short"
     for call in (
         lambda: llm.generate(["a prompt much longer than twenty characters"]),
@@ -185,9 +171,9 @@ async def test_the_joiner_cuts_results_until_the_server_accepts_its_prompt():
 
     results = {i: Observation(i, "search", {}, value="fact " + "x" * 2000) for i in (1, 2, 3)}
     rounds = [PlanRound(plan="", observations=results)]
-    served = SmallWindow(['{"action": "finish", "answer": "three facts"}'], 0)
+    served = SmallWindowLLM(['{"action": "finish", "answer": "three facts"}'])
     fits = LLMJoiner(served).messages("Q?", rounds, can_replan=False, max_chars=175)
     served.window = len(served.render(fits))
     joiner = LLMJoiner(small_window_llm(served))
     assert await joiner.ajoin("Q?", rounds, can_replan=False) == Finish("three facts")
-    assert served.refused == 2  # 700 and 350 characters a result were refused, 175 fit
+    assert len(served.too_long) == 2  # 700 and 350 characters a result were refused, 175 fit
