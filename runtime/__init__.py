@@ -18,6 +18,7 @@ from ragloom.runtime.llm import (
     Prompt,
     SamplingParams,
     apply_stop,
+    context_window_errors,
 )
 
 # public name -> module that defines it (imported on first use).

@@ -48,6 +48,7 @@ from ragloom.runtime.llm import (
     Prompt,
     SamplingParams,
     apply_stop,
+    context_window_errors,
 )
 
 __all__ = ["LangChainLLM", "RagloomChatModel", "parse_tool_calls"]
@@ -258,7 +259,9 @@ class LangChainLLM(BaseLLM):
     Stop strings are sent to the model and applied again locally. With ``pass_sampling`` the
     other sampling settings go along as call keywords (``max_tokens``, ``temperature``,
     ``top_p``, ``seed``: what OpenAI-style chat models accept); otherwise they come from the
-    chat model's own configuration. Grammars are not enforced (a warning says so).
+    chat model's own configuration. Grammars are not enforced (a warning says so). A provider's
+    refusal of a prompt too long for its model raises ``ContextWindowError``
+    (:func:`~ragloom.runtime.llm.context_window_errors`).
 
     >>> from langchain_core.language_models.fake_chat_models import FakeListChatModel
     >>> LangChainLLM(FakeListChatModel(responses=["4"])).generate(["2+2?"])[0].text
@@ -313,16 +316,19 @@ class LangChainLLM(BaseLLM):
         :meth:`generate` maps it)."""
         call = self._check(params)
         usage.finish_reason = "stop"  # a chat model that streams no finish reason
-        for chunk in self.chat_model.stream(self.to_messages(prompt), **call):
-            reason = (getattr(chunk, "response_metadata", None) or {}).get("finish_reason")
-            if reason:
-                usage.finish_reason = "length" if reason == "length" else "stop"
-            meta = getattr(chunk, "usage_metadata", None) or {}
-            usage.prompt_tokens += meta.get("input_tokens", 0)
-            usage.completion_tokens += meta.get("output_tokens", 0)
-            usage.cached_tokens += (meta.get("input_token_details") or {}).get("cache_read", 0)
-            if chunk.text:
-                yield chunk.text
+        messages = self.to_messages(prompt)
+        with context_window_errors():
+            for chunk in self.chat_model.stream(messages, **call):
+                reason = (getattr(chunk, "response_metadata", None) or {}).get("finish_reason")
+                if reason:
+                    usage.finish_reason = "length" if reason == "length" else "stop"
+                meta = getattr(chunk, "usage_metadata", None) or {}
+                usage.prompt_tokens += meta.get("input_tokens", 0)
+                usage.completion_tokens += meta.get("output_tokens", 0)
+                details = meta.get("input_token_details") or {}
+                usage.cached_tokens += details.get("cache_read", 0)
+                if chunk.text:
+                    yield chunk.text
 
     def _completion(self, message: BaseMessage, params: SamplingParams) -> Completion:
         text, stopped = apply_stop(message.text, params.stop)
@@ -354,10 +360,9 @@ class LangChainLLM(BaseLLM):
         """One ``invoke`` per prompt."""
         params = params or SamplingParams()
         call = self._check(params)
-        return [
-            self._completion(self.chat_model.invoke(self.to_messages(p), **call), params)
-            for p in prompts
-        ]
+        with context_window_errors():
+            replies = [self.chat_model.invoke(self.to_messages(p), **call) for p in prompts]
+        return [self._completion(r, params) for r in replies]
 
     async def agenerate(
         self, prompts: Sequence[Prompt], params: SamplingParams | None = None
@@ -365,7 +370,8 @@ class LangChainLLM(BaseLLM):
         """Concurrent ``ainvoke`` calls, one per prompt."""
         params = params or SamplingParams()
         call = self._check(params)
-        replies = await asyncio.gather(
-            *(self.chat_model.ainvoke(self.to_messages(p), **call) for p in prompts)
-        )
+        with context_window_errors():
+            replies = await asyncio.gather(
+                *(self.chat_model.ainvoke(self.to_messages(p), **call) for p in prompts)
+            )
         return [self._completion(r, params) for r in replies]

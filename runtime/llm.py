@@ -17,13 +17,15 @@ This module imports nothing heavy (no torch).
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
-from ragloom.errors import ConfigError
+from ragloom.errors import ConfigError, ContextWindowError
 
 __all__ = [
     "LLM",
@@ -36,6 +38,7 @@ __all__ = [
     "Prompt",
     "SamplingParams",
     "apply_stop",
+    "context_window_errors",
 ]
 
 
@@ -205,6 +208,48 @@ class LLM(Protocol):
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
         """Log-probability of each choice as the continuation of each prompt."""
         ...
+
+
+# how services word a prompt longer than the model's window (OpenAI, vLLM, llama.cpp's server,
+# Anthropic)
+_TOO_LONG = re.compile(
+    r"maximum context length|context[_ ]length|context window|exceeds the available context"
+    r"|prompt is too long",
+    re.IGNORECASE,
+)
+
+
+@contextmanager
+def context_window_errors() -> Iterator[None]:
+    """Raise a remote service's refusal of a prompt too long for its model (an HTTP 400 with
+    OpenAI's ``context_length_exceeded`` code, or a message that says so) as
+    :class:`~ragloom.errors.ContextWindowError`; other errors pass unchanged. Backends that wrap
+    a service send their calls through it, so that callers that cut their prompts to fit (the
+    planners' answerers) work on every backend.
+
+    >>> class Refusal(Exception):
+    ...     status_code = 400
+    >>> with context_window_errors():
+    ...     raise Refusal("prompt is too long: 210000 tokens > 200000 maximum")
+    Traceback (most recent call last):
+    ragloom.errors.ContextWindowError: the service refused the prompt as too long: prompt is ...
+    """
+    try:
+        yield
+    except Exception as exc:
+        error = _context_window_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _context_window_error(exc: Exception) -> ContextWindowError | None:
+    if getattr(exc, "status_code", None) != 400:
+        return None
+    message = str(getattr(exc, "message", None) or exc)
+    if getattr(exc, "code", None) == "context_length_exceeded" or _TOO_LONG.search(message):
+        return ContextWindowError(f"the service refused the prompt as too long: {message}")
+    return None
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

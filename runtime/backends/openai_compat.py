@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from ragloom._lazy import require
-from ragloom.errors import ContextWindowError
 from ragloom.runtime.llm import (
     BaseLLM,
     Completion,
@@ -38,26 +36,10 @@ from ragloom.runtime.llm import (
     PrefixCacheStats,
     Prompt,
     SamplingParams,
+    context_window_errors,
 )
 
 __all__ = ["OpenAILLM"]
-
-
-# how servers word a prompt longer than the model's window (OpenAI, vLLM, llama.cpp's server)
-_TOO_LONG = re.compile(
-    r"maximum context length|context[_ ]length|context window|exceeds the available context",
-    re.IGNORECASE,
-)
-
-
-def _context_error(exc: Exception) -> ContextWindowError | None:
-    """ragloom's error for a server's refusal of a prompt too long for the model, else None."""
-    if getattr(exc, "status_code", None) != 400:
-        return None
-    message = str(getattr(exc, "message", None) or exc)
-    if getattr(exc, "code", None) == "context_length_exceeded" or _TOO_LONG.search(message):
-        return ContextWindowError(f"the server refused the prompt as too long: {message}")
-    return None
 
 
 def _usage(usage: Any) -> tuple[int, int, int]:
@@ -124,7 +106,6 @@ class OpenAILLM(BaseLLM):
             max_retries=max_retries,
             http_client=http_client,
         )
-        self._bad_request: type[Exception] = openai.BadRequestError
         self._prefix_counter = PrefixCacheCounter()
 
     def _request(self, prompt: Prompt, params: SamplingParams) -> tuple[bool, dict[str, Any]]:
@@ -220,13 +201,8 @@ class OpenAILLM(BaseLLM):
     def _create(self, chat: bool, **fields: Any) -> Any:
         """Send one request (errors arrive here, before any streamed text)."""
         api = self._client.chat.completions if chat else self._client.completions
-        try:
+        with context_window_errors():
             return api.create(**fields)
-        except self._bad_request as exc:
-            error = _context_error(exc)
-            if error is None:
-                raise
-            raise error from exc
 
     def prefix_cache_stats(self) -> PrefixCacheStats:
         """Prompt and cached tokens as the server reported them since the last reset (its

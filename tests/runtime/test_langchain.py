@@ -182,3 +182,66 @@ def test_langchain_llm_streams_the_finish_reason():
     usage = Completion(text="")
     assert "".join(llm.stream("hi", usage=usage)) == "hello world"
     assert usage.finish_reason == "length"
+
+
+class ProviderRefusal(Exception):
+    """What providers' clients raise for a bad request (an HTTP status and the server's words)."""
+
+    status_code = 400
+
+
+class Windowed(GenericFakeChatModel):
+    """A chat model that refuses prompts over ``window`` characters, as Anthropic words it."""
+
+    window: int = 10**9
+    refused: int = 0
+
+    def _check(self, messages):
+        size = sum(len(m.text) for m in messages)
+        if size > self.window:
+            self.refused += 1
+            raise ProviderRefusal(f"prompt is too long: {size} characters > {self.window} maximum")
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self._check(messages)
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+        self._check(messages)
+        yield from super()._stream(messages, stop, run_manager, **kwargs)
+
+
+async def test_a_provider_refusing_a_long_prompt_raises_context_window_error():
+    from ragloom.errors import ContextWindowError
+
+    llm = LangChainLLM(Windowed(messages=iter([AIMessage("ok")] * 4), window=10))
+    assert llm.generate(["short"])[0].text == "ok"
+    for call in (
+        lambda: llm.generate(["a long prompt"]),
+        lambda: list(llm.stream("a long prompt")),
+    ):
+        with pytest.raises(ContextWindowError, match="prompt is too long: 13 characters"):
+            call()
+    with pytest.raises(ContextWindowError):
+        await llm.agenerate(["a long prompt"])
+
+    class Other(GenericFakeChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            raise ProviderRefusal("temperature must be positive")
+
+    with pytest.raises(ProviderRefusal):  # any other refusal stays the provider's own error
+        LangChainLLM(Other(messages=iter([]))).generate(["x"])
+
+
+async def test_a_langchain_model_drives_a_joiner_that_cuts_results_to_fit():
+    from ragloom.agent import Finish, PlanRound
+    from ragloom.planners.joiner import LLMJoiner
+    from ragloom.tfu import Observation
+
+    results = {i: Observation(i, "search", {}, value="fact " + "x" * 2000) for i in (1, 2, 3)}
+    rounds = [PlanRound(plan="", observations=results)]
+    fits = LLMJoiner(FakeLLM()).messages("Q?", rounds, can_replan=False, max_chars=350)
+    chat = Windowed(messages=iter([AIMessage('{"action": "finish", "answer": "ok"}')]))
+    chat.window = sum(len(m["content"]) for m in fits)
+    decision = await LLMJoiner(LangChainLLM(chat)).ajoin("Q?", rounds, can_replan=False)
+    assert decision == Finish("ok") and chat.refused == 1  # 700 characters a result refused
