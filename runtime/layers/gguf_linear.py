@@ -9,12 +9,12 @@ and decodes them with the same float32 operations gguf uses. Its products theref
 summed differs, as between any two GEMM libraries.
 
 A decode step streams every weight once, so on a memory-bound CPU it runs up to ~3x faster
-this way. Steps of few rows (decodes, short chunks), and steps of any size on layers with short
-rows, run ``gguf_matmul.cpp``, compiled once per machine with the system's C++ compiler into
-``cache_dir("kernels")`` and loaded as a torch op; steps of many rows on layers with long rows
-decode the weight a tile at a time and use torch's float32 GEMM. :func:`reference_linear`
-is the same product in plain torch, which the tests hold the kernel to and which runs where
-the kernel cannot (no compiler, no AVX2).
+this way. Steps of up to 256 rows run ``gguf_matmul.cpp``, compiled once per machine with the
+system's C++ compiler into ``cache_dir("kernels")`` and loaded as a torch op; it takes the codes
+in panels of 8 output rows (:func:`pack_panels`). Longer steps decode the weight a tile at a
+time and use torch's float32 GEMM. :func:`reference_linear` is the same product in plain torch,
+which the tests hold the kernel to and which runs where the kernel cannot (no compiler, no
+AVX2).
 
 This module does not read GGUF files (the loader does) and does not quantise float weights.
 """
@@ -36,24 +36,20 @@ __all__ = [
     "KernelUnavailableError",
     "check_gguf_weights",
     "gguf_kernel",
+    "pack_panels",
     "reference_dequantize",
     "reference_linear",
     "reference_q8_linear",
+    "unpack_panels",
     "use_gguf_weights",
 ]
 
-# at most this many rows: the kernel; more: decoded tiles + float32 GEMM. Measured end to end
-# (a prompt's uncached tail behind a 1,056-token cached prefix, Qwen2.5-0.5B): the kernel was
-# faster up to ~64 rows on one thread and ~96 on two (40 rows: 0.71 -> 0.59 s on one thread,
-# 0.45 -> 0.33 s on two, against a threshold of 32)
-_KERNEL_ROWS = 64
-# ... for rows of at most this many inputs, the kernel at every row count: it passes 8 rows of x
-# over each decoded weight, and those 8 rows stay in a 32 KiB L1 cache (8 * 1,024 * 4 bytes).
-# Measured on the engine's own thread (Qwen2.5-0.5B, 2 threads, 65-512 rows): 137-148 GFLOP/s
-# against the tiles' 60-145 for the 896-input layers. Longer rows come from L2 and the kernel
-# halves (86-90 GFLOP/s at 4,864 inputs), so there the tiles win past 64 rows (103-157).
-_L1_INPUTS = 1024
+# at most this many rows: the kernel; more: decoded tiles + float32 GEMM. Measured on two
+# threads (Qwen2.5-0.5B's shapes): the kernel ran 140-157 GFLOP/s from 54 to 256 rows, the
+# tiles 83-125 up to 132 rows, 149-154 at 256 and 150-162 at 512
+_KERNEL_ROWS = 256
 _TILE_ROWS = 256  # weight rows decoded at a time for a GEMM (5 MB for 4,864 inputs)
+PANEL = 8  # output rows per panel of the kernel's weight layout
 
 
 def reference_dequantize(
@@ -102,6 +98,34 @@ def reference_q8_linear(
     return out.float()
 
 
+def pack_panels(t: torch.Tensor) -> torch.Tensor:
+    """``[n, c]`` (codes, scales or offsets, row by row) -> ``[ceil(n / 8), c, 8]``: the kernel's
+    layout, each panel of 8 rows interleaved column by column (rows past ``n`` are zeros).
+
+    >>> pack_panels(torch.arange(6).view(3, 2))[0]
+    tensor([[0, 2, 4, 0, 0, 0, 0, 0],
+            [1, 3, 5, 0, 0, 0, 0, 0]])
+    """
+    rows, cols = t.shape
+    padded = -(-rows // PANEL) * PANEL
+    if padded != rows:
+        t = torch.cat([t, t.new_zeros(padded - rows, cols)])
+    return t.view(padded // PANEL, PANEL, cols).transpose(1, 2).contiguous()
+
+
+def unpack_panels(t: torch.Tensor, rows: int | torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`pack_panels`: the first ``rows`` rows, or with a tensor of row
+    indices those rows, as ``[rows, c]``.
+
+    >>> unpack_panels(pack_panels(torch.arange(6).view(3, 2)), torch.tensor([2, 0]))
+    tensor([[4, 5],
+            [0, 1]])
+    """
+    if isinstance(rows, torch.Tensor):
+        return t[rows // PANEL, :, rows % PANEL]
+    return t.transpose(1, 2).reshape(-1, t.shape[1])[:rows]
+
+
 def _q8_fits(group_size: int, in_features: int) -> bool:
     """Whether a layer's shape allows int8 activations (groups of 16 or 32, inputs % 32)."""
     return group_size in (16, 32) and in_features % 32 == 0
@@ -127,6 +151,9 @@ def gguf_kernel() -> Any:
 
 class GGUFLinear(nn.Module):
     """A linear layer over GGUF-quantised weights: int8 codes with per-group scale/offset.
+
+    Where the kernel runs float32 products, ``q``, ``scale`` and ``offset`` are held in its
+    panel layout (:func:`pack_panels`, ``packed`` is True); else row by row as given.
 
     Args:
         q: int8 codes ``[out, in]``.
@@ -170,17 +197,6 @@ class GGUFLinear(nn.Module):
                 f"this layer has groups of {self.group_size} over {self.in_features}"
             )
         self.int8_activations = int8_activations
-        self.q = nn.Parameter(q.contiguous(), requires_grad=False)
-        self.scale = nn.Parameter(scale.contiguous(), requires_grad=False)
-        self.offset = (
-            None if offset is None else nn.Parameter(offset.contiguous(), requires_grad=False)
-        )
-        self.bias = (
-            # (its own copy: a bias loaded from a mapped file would keep the file mapped)
-            None
-            if bias is None
-            else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
-        )
         self._op: Any = None
         if use_kernel or use_kernel is None:
             try:
@@ -188,17 +204,38 @@ class GGUFLinear(nn.Module):
             except KernelUnavailableError:
                 if use_kernel:
                     raise
+        self.packed = self._op is not None and not int8_activations
+        layout = pack_panels if self.packed else torch.Tensor.contiguous
+        self.q = nn.Parameter(layout(q), requires_grad=False)
+        self.scale = nn.Parameter(layout(scale), requires_grad=False)
+        self.offset = None if offset is None else nn.Parameter(layout(offset), requires_grad=False)
+        self.bias = (
+            # (its own copy: a bias loaded from a mapped file would keep the file mapped)
+            None
+            if bias is None
+            else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        )
 
     @property
     def uses_kernel(self) -> bool:
         """Whether products run the compiled kernel (else the torch reference)."""
         return self._op is not None
 
+    def codes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(q, scale, offset)`` row by row (``[out, in]``, ``[out, groups]``), as given."""
+        if not self.packed:
+            return self.q, self.scale, self.offset
+        n = self.out_features
+        offset = None if self.offset is None else unpack_panels(self.offset, n)
+        return unpack_panels(self.q, n), unpack_panels(self.scale, n), offset
+
     def dequantize(self) -> torch.Tensor:
         """The float32 weight ``[out, in]`` (the values the float32 model holds)."""
-        if self._op is None:
+        if not self.packed:  # (int8 activations never decode a weight: the reference's values)
             return reference_dequantize(self.q, self.scale, self.offset)
-        return self._op.grouped_dequantize(self.q, self.scale, self._offset_arg())
+        return self._op.grouped_dequantize(self.q, self.scale, self._offset_arg())[
+            : self.out_features
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T + b`` in float32."""
@@ -212,34 +249,34 @@ class GGUFLinear(nn.Module):
                 out += self.bias
         elif self._op is None:
             out = torch.nn.functional.linear(rows, self.dequantize(), self.bias)
-        elif rows.shape[0] <= _KERNEL_ROWS or self.in_features <= _L1_INPUTS:
-            out = self._op.grouped_linear(rows, self.q, self.scale, self._offset_arg())
+        else:
+            if rows.shape[0] <= _KERNEL_ROWS:
+                out = self._op.grouped_linear(rows, self.q, self.scale, self._offset_arg())
+            else:
+                out = self._tiled_gemm(rows)
+            if out.shape[1] != self.out_features:  # (the last panel's padding)
+                out = out[:, : self.out_features]
             if self.bias is not None:
                 out += self.bias
-        else:
-            out = self._tiled_gemm(rows)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def _tiled_gemm(self, rows: torch.Tensor) -> torch.Tensor:
-        """Many rows: decode ``_TILE_ROWS`` weight rows at a time into a scratch buffer that
-        stays in the cache, and multiply each tile with a float32 GEMM.
+        """Many rows: decode ``_TILE_ROWS`` weight rows at a time (transposed, ``[in, tile]``)
+        into a scratch buffer that stays in the cache, and multiply each tile with a float32
+        GEMM. Returns ``[rows, 8 * panels]`` without the bias.
 
         subtle: decoding into fresh memory page-faults on every call (large allocations are
         mmapped afresh), which cost more than the GEMM; the buffer is reused per thread."""
-        out_t = torch.empty(self.out_features, rows.shape[0])
-        tile = _scratch(min(_TILE_ROWS, self.out_features) * self.in_features)
-        offset = self.offset
-        for start in range(0, self.out_features, _TILE_ROWS):
-            end = min(start + _TILE_ROWS, self.out_features)
-            w = tile[: (end - start) * self.in_features].view(end - start, self.in_features)
-            tile_offset = _EMPTY if offset is None else offset[start:end]
-            self._op.grouped_dequantize_out(
-                self.q[start:end], self.scale[start:end], tile_offset, w
-            )
-            if self.bias is None:
-                torch.mm(w, rows.t(), out=out_t[start:end])
-            else:
-                torch.addmm(self.bias[start:end, None], w, rows.t(), out=out_t[start:end])
+        panels = self.q.shape[0]
+        out_t = torch.empty(panels * PANEL, rows.shape[0])
+        per_tile = _TILE_ROWS // PANEL
+        tile = _scratch(min(per_tile, panels) * PANEL * self.in_features)
+        for start in range(0, panels, per_tile):
+            end = min(start + per_tile, panels)
+            wt = tile[: (end - start) * PANEL * self.in_features].view(self.in_features, -1)
+            offset = _EMPTY if self.offset is None else self.offset[start:end]
+            self._op.grouped_dequantize_t_out(self.q[start:end], self.scale[start:end], offset, wt)
+            torch.mm(wt.t(), rows.t(), out=out_t[start * PANEL : end * PANEL])
         return out_t.t()
 
     def _offset_arg(self) -> torch.Tensor:
@@ -247,6 +284,7 @@ class GGUFLinear(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "kernel" if self._op is not None else "reference"
+        kind += ", panels" if self.packed else ""
         q8 = ", int8 activations" if self.int8_activations else ""
         return (
             f"in={self.in_features}, out={self.out_features}, group={self.group_size}, {kind}{q8}"
@@ -301,6 +339,8 @@ class GGUFEmbedding(nn.Module):
         q: int8 codes ``[vocab, hidden]``.
         scale: float32 ``[vocab, hidden / g]``.
         offset: float32 like ``scale``, or None.
+        packed: the three are in the kernel's panel layout (:func:`pack_panels`), as a tied
+            :class:`GGUFLinear` holds them.
 
     >>> q = torch.tensor([[1, 2], [3, 4]], dtype=torch.int8)
     >>> GGUFEmbedding(q, torch.tensor([[0.5], [2.0]]))(torch.tensor([1, 0]))
@@ -309,11 +349,23 @@ class GGUFEmbedding(nn.Module):
     """
 
     def __init__(
-        self, q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None = None
+        self,
+        q: torch.Tensor,
+        scale: torch.Tensor,
+        offset: torch.Tensor | None = None,
+        *,
+        packed: bool = False,
+        num_embeddings: int | None = None,
     ) -> None:
         super().__init__()
-        _check(q, scale, offset, None)
-        self.num_embeddings, self.embedding_dim = q.shape
+        if packed:
+            if num_embeddings is None:
+                raise ConfigError("a packed GGUFEmbedding needs num_embeddings")
+            self.num_embeddings, self.embedding_dim = num_embeddings, q.shape[1]
+        else:
+            _check(q, scale, offset, None)
+            self.num_embeddings, self.embedding_dim = q.shape
+        self.packed = packed
         self.q = q if isinstance(q, nn.Parameter) else nn.Parameter(q, requires_grad=False)
         self.scale = (
             scale if isinstance(scale, nn.Parameter) else nn.Parameter(scale, requires_grad=False)
@@ -327,8 +379,14 @@ class GGUFEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """``[...]`` token ids -> ``[..., hidden]`` float32."""
         flat = ids.reshape(-1)
-        offset = None if self.offset is None else self.offset[flat]
-        rows = reference_dequantize(self.q[flat], self.scale[flat], offset)
+        if self.packed:
+            offset = None if self.offset is None else unpack_panels(self.offset, flat)
+            rows = reference_dequantize(
+                unpack_panels(self.q, flat), unpack_panels(self.scale, flat), offset
+            )
+        else:
+            offset = None if self.offset is None else self.offset[flat]
+            rows = reference_dequantize(self.q[flat], self.scale[flat], offset)
         return rows.view(*ids.shape, self.embedding_dim)
 
 
@@ -386,7 +444,14 @@ def use_gguf_weights(
         swapped.append(name)
         tied = embeddings.get(id(linear.weight))
         if tied is not None:  # (its weight is the one just checked)
-            _replace(model, tied, GGUFEmbedding(layer.q, layer.scale, layer.offset))
+            embedding = GGUFEmbedding(
+                layer.q,
+                layer.scale,
+                layer.offset,
+                packed=layer.packed,
+                num_embeddings=layer.out_features,
+            )
+            _replace(model, tied, embedding)
             swapped.append(tied)
     for module in model.modules():  # (GGUF layers hold codes, and a bias of their own)
         if not isinstance(module, GGUFLinear | GGUFEmbedding):
@@ -440,7 +505,9 @@ def _same_weight(
         if op is None:
             rows = reference_dequantize(*part)
         else:
-            rows = op.grouped_dequantize(*part[:2], _EMPTY if part[2] is None else part[2])
+            offset_arg = _EMPTY if part[2] is None else pack_panels(part[2])
+            packed = pack_panels(part[0]), pack_panels(part[1]), offset_arg
+            rows = op.grouped_dequantize(*packed)[: len(part[0])]
         if not torch.equal(rows, weight[start:end]):
             same = False
             break

@@ -1,7 +1,7 @@
 // ragloom's CPU kernel for linear layers that keep a GGUF file's own quantised weights.
 //
-// A weight is stored as int8 codes q [N, K] with one float32 scale (and, for the types that
-// have one, one float32 offset) per group of g consecutive inputs of a row:
+// A weight is stored as int8 codes q with one float32 scale (and, for the types that have one,
+// one float32 offset) per group of g consecutive inputs of a row:
 //
 //     w[n, k] = scale[n, k / g] * q[n, k] - offset[n, k / g]
 //
@@ -11,10 +11,14 @@
 // so the products use the very weights the float32 model holds: only the summation order of
 // the dot products differs. A decode step then streams 1.1-1.25 bytes per weight instead of 4.
 //
-// grouped_linear(x [M, K] float32, q, scale, offset) -> [M, N] float32; `offset` may be empty.
-// grouped_dequantize(q, scale, offset) -> [N, K] float32, and grouped_dequantize_out into a
-// given buffer (products of many rows run faster as a BLAS GEMM on decoded tiles of the weight;
-// a reused buffer stays in the cache and takes no page faults).
+// Float32 activations (the default) take the codes in panels of 8 output rows, interleaved
+// input by input: q [N / 8, K, 8], scale and offset [N / 8, K / g, 8]
+// (ragloom.runtime.layers.gguf_linear.pack_panels).
+//   grouped_linear(x [M, K], q, scale, offset) -> [M, N]; `offset` may be empty.
+//   grouped_dequantize(q, scale, offset) -> [N, K], and grouped_dequantize_t_out into a given
+//   [K, N'] buffer (the transpose of N' = 8 * panels rows: products of many rows run as a BLAS
+//   GEMM on decoded tiles of the weight; a reused buffer stays in the cache).
+// Int8 activations (q8_linear, below) take the codes row by row, q [N, K].
 //
 // Built at run time for AVX2 + FMA by ragloom.runtime.layers.gguf_linear (never on the import
 // path); ragloom.runtime.layers.gguf_linear.reference_linear is the plain torch version the
@@ -29,113 +33,139 @@
 
 namespace {
 
-// Eight weights of one group, decoded exactly as gguf does: scale * q (- offset).
+using ragloom::hsum8;
+
+// --- float32 activations: weights in panels of 8 output rows ---------------------------------
+//
+// One 8-byte load is the codes of one input for 8 outputs, decoded into one vector, and each
+// row of x meets it as a broadcast of one float. The kernel keeps R rows x NP panels of outputs
+// in registers, so x is read once per 8 outputs, and each decoded weight serves R rows. (Before,
+// each output was a dot product over a row of codes: x was re-read for every output, from L2
+// for rows of 4,864 inputs, and the down projection ran at half speed; 8 rows at 896 x 4,864:
+// 92 -> 139 GFLOP/s on two threads, 54-132 rows of any layer 111-139 -> 140-155.)
+// Every output is one FMA chain over its inputs in order: a row's result never depends on how
+// many rows share its step, nor on the threads.
+
+constexpr int64_t kPanel = 8;
+
+// the weights of input k of a panel, for its 8 outputs: scale * q (- offset), as gguf decodes
 template <bool kOffset>
-inline __m256 decode8(const int8_t* q, __m256 sc, __m256 off) {
+inline __m256 decode_panel(const int8_t* q, const float* sc, const float* off) {
   __m256 w = _mm256_mul_ps(
-      _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)))), sc);
-  if constexpr (kOffset) w = _mm256_sub_ps(w, off);
+      _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)))),
+      _mm256_loadu_ps(sc));
+  if constexpr (kOffset) w = _mm256_sub_ps(w, _mm256_loadu_ps(off));
   return w;
 }
 
-using ragloom::hsum8;
-
-template <int R, int U, bool kOffset, bool kAdd = false>
-inline void rows_dot(const float* x, int64_t ldx, const int8_t* q, const float* sc, const float* off,
-                     int64_t K, int64_t g, float* y, int64_t ldy) {
-  // U independent accumulators per row (unrolled over U chunks of 8) hide the FMA latency
-  // when there are few rows; g is a multiple of 8 * U. kAdd: add the dot products to y (a
-  // later slice of the inputs), else store them; x's rows are ldx floats apart.
-  __m256 acc[R][U];
+// y[r, 8p .. 8p + 7] = x[r] . W[panel p]^T for R rows of x (ldx apart) and NP panels (pq codes
+// and ps scales apart). The R * NP accumulators and either the NP decoded weights or the R
+// broadcasts (whichever are fewer) fit AVX2's 16 registers. (subtle) GCC kept the accumulators
+// in registers only with every small loop unrolled; else it stored them after each FMA.
+template <int R, int NP, bool kOffset>
+inline void panel_rows(const float* x, int64_t ldx, const int8_t* q, int64_t pq, const float* sc, const float* off,
+                       int64_t ps, int64_t K, int64_t g, float* y, int64_t ldy) {
+  __m256 acc[R][NP];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
-    for (int u = 0; u < U; ++u) acc[r][u] = _mm256_setzero_ps();
-  const int64_t groups = K / g;
-  for (int64_t G = 0; G < groups; ++G) {
-    const __m256 s = _mm256_set1_ps(sc[G]);
-    const __m256 o = kOffset ? _mm256_set1_ps(off[G]) : _mm256_setzero_ps();
-    for (int64_t j = G * g; j < (G + 1) * g; j += 8 * U) {
-      for (int u = 0; u < U; ++u) {
-        const __m256 w = decode8<kOffset>(q + j + 8 * u, s, o);
-        for (int r = 0; r < R; ++r)
-          acc[r][u] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * ldx + j + 8 * u), acc[r][u]);
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) acc[r][p] = _mm256_setzero_ps();
+  int64_t in_group = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    if constexpr (NP > R) {  // the broadcasts held, one decoded weight at a time
+      __m256 xr[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) xr[r] = _mm256_broadcast_ss(x + r * ldx + k);
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) {
+        const __m256 w = decode_panel<kOffset>(q + p * pq + k * kPanel, sc + p * ps, kOffset ? off + p * ps : nullptr);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[r][p] = _mm256_fmadd_ps(w, xr[r], acc[r][p]);
+      }
+    } else {  // the decoded weights held, one broadcast at a time
+      __m256 w[NP];
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p)
+        w[p] = decode_panel<kOffset>(q + p * pq + k * kPanel, sc + p * ps, kOffset ? off + p * ps : nullptr);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k);
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; ++p) acc[r][p] = _mm256_fmadd_ps(w[p], xr, acc[r][p]);
       }
     }
+    if (++in_group == g) {  // on to the next group's scales (and offsets)
+      in_group = 0;
+      sc += kPanel;
+      if constexpr (kOffset) off += kPanel;
+    }
   }
-  for (int r = 0; r < R; ++r) {
-    __m256 total = acc[r][0];
-    for (int u = 1; u < U; ++u) total = _mm256_add_ps(total, acc[r][u]);
-    if constexpr (kAdd) y[r * ldy] += hsum8(total);
-    else y[r * ldy] = hsum8(total);
-  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) _mm256_storeu_ps(y + r * ldy + p * kPanel, acc[r][p]);
 }
 
-template <bool kOffset, bool kAdd = false>
-inline void rows_dot_any(const float* x, int64_t ldx, int64_t M, const int8_t* qn, const float* sn, const float* on,
-                         int64_t K, int64_t g, float* y, int64_t N) {
-  int64_t m = 0;
-  // a batch of decodes: 8 rows share each decoded weight (8 accumulators + the weight
-  // and its scale/offset fit AVX2's 16 registers)
-  for (; m + 8 <= M; m += 8) rows_dot<8, 1, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N);
-  // 5-7 rows (a batch a request has left) in one pass too: as 4 + 1-3 they decoded every
-  // weight twice and ran 1.5x slower than 8 rows
-  switch (M - m) {
-    case 7: rows_dot<7, 1, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N); break;
-    case 6: rows_dot<6, 1, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N); break;
-    case 5: rows_dot<5, 1, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N); break;
-    case 4: rows_dot<4, 1, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N); break;
-    case 3: rows_dot<3, 1, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N); break;
-    case 2:
-      if (g % 16 == 0) rows_dot<2, 2, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N);
-      else rows_dot<2, 1, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N);
-      break;
-    case 1:  // a decode step: unroll so 4 (or 2) FMA chains run at once
-      if (g % 32 == 0) rows_dot<1, 4, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N);
-      else if (g % 16 == 0) rows_dot<1, 2, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N);
-      else rows_dot<1, 1, kOffset, kAdd>(x + m * ldx, ldx, qn, sn, on, K, g, y + m * N, N);
-      break;
+// R rows of x over panels [p0, p1), NP panels at a time. NP for R rows: as many accumulators as
+// fit (one row: 8 chains hide the FMA latency; six rows x two panels: 12 FMAs per two decoded
+// weights, the most of any shape; seven or eight rows: one panel).
+template <int R, bool kOffset>
+inline void panel_block(const float* x, int64_t ldx, const int8_t* q, const float* sc, const float* off, int64_t K,
+                        int64_t groups, int64_t g, int64_t p0, int64_t p1, float* y, int64_t N) {
+  constexpr int NP = R == 1 ? 8 : R == 2 ? 6 : R == 3 ? 4 : R == 4 ? 3 : R <= 6 ? 2 : 1;
+  const int64_t pq = K * kPanel, ps = groups * kPanel;
+  int64_t p = p0;
+  for (; p + NP <= p1; p += NP)
+    panel_rows<R, NP, kOffset>(x, ldx, q + p * pq, pq, sc + p * ps, kOffset ? off + p * ps : nullptr, ps, K, g,
+                               y + p * kPanel, N);
+  for (; p < p1; ++p)
+    panel_rows<R, 1, kOffset>(x, ldx, q + p * pq, pq, sc + p * ps, kOffset ? off + p * ps : nullptr, ps, K, g,
+                              y + p * kPanel, N);
+}
+
+template <bool kOffset>
+void panel_block_any(int64_t rows, const float* x, const int8_t* q, const float* sc, const float* off, int64_t K,
+                     int64_t groups, int64_t g, int64_t p0, int64_t p1, float* y, int64_t N) {
+  switch (rows) {
+    case 8: panel_block<8, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
+    case 7: panel_block<7, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
+    case 6: panel_block<6, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
+    case 5: panel_block<5, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
+    case 4: panel_block<4, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
+    case 3: panel_block<3, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
+    case 2: panel_block<2, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
+    case 1: panel_block<1, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
     default: break;
   }
 }
 
 template <bool kOffset>
-void linear_impl(const float* x, int64_t M, const int8_t* q, const float* sc, const float* off,
-                 int64_t N, int64_t K, int64_t g, float* y) {
-  const int64_t groups = K / g;
-  // weight rows are taken in tiles that stay in L2 while every 8-row block of x passes over them
-  const int64_t tile = std::max<int64_t>(8, (64 << 10) / K);
-  // ... from L1 where 8 rows fit it (K <= 1,024). Longer rows, from 32 rows of x on, are taken
-  // 512 inputs at a time (16 KB of x), each slice's dot products added into y: 32-64 rows over
-  // 4,864 inputs ran in 0.75-0.87 of the time (one and two threads). Fewer rows keep whole
-  // rows: each weight row's slices lie 4,864 bytes apart, and with one or two 8-row blocks of x
-  // the slices cost more than reading x from L2 (8 rows: 1.2-1.3x the time).
-  const int64_t kc = (M < 32 || K <= 1024) ? K : std::max<int64_t>(g, 512 / g * g);
-  ragloom::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; t += tile) {
-      const int64_t t_end = std::min(end, t + tile);
-      for (int64_t m = 0; m < M; m += 8) {
-        const int64_t rows = std::min<int64_t>(8, M - m);
-        for (int64_t k0 = 0; k0 < K; k0 += kc) {
-          const int64_t len = std::min(kc, K - k0);
-          for (int64_t n = t; n < t_end; ++n) {
-            const float* sn = sc + n * groups + k0 / g;
-            const float* on = kOffset ? off + n * groups + k0 / g : nullptr;
-            if (k0 == 0)
-              rows_dot_any<kOffset, false>(x + m * K, K, rows, q + n * K, sn, on, len, g, y + m * N + n, N);
-            else
-              rows_dot_any<kOffset, true>(x + m * K + k0, K, rows, q + n * K + k0, sn, on, len, g, y + m * N + n, N);
-          }
-        }
-      }
+void linear_impl(const float* x, int64_t M, const int8_t* q, const float* sc, const float* off, int64_t N,
+                 int64_t K, int64_t g, float* y) {
+  const int64_t groups = K / g, panels = N / kPanel;
+  // up to 8 rows (decodes) in one pass over the weights, which stream from memory once; more
+  // rows 6 at a time, over blocks of panels that stay in L2 (192 KB) while the rows pass
+  const int64_t rows_at_once = M <= 8 ? M : 6;
+  const int64_t block = M <= 8 ? 24 : std::clamp<int64_t>((192 << 10) / (K * kPanel), 6, 24);
+  ragloom::parallel_for(0, panels, 2, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; b += block) {
+      const int64_t b_end = std::min(end, b + block);
+      for (int64_t m = 0; m < M; m += rows_at_once)
+        panel_block_any<kOffset>(std::min(rows_at_once, M - m), x + m * K, q, sc, off, K, groups, g, b, b_end,
+                                 y + m * N, N);
     }
   });
 }
 
 void check(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset) {
-  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == at::kChar && q.is_contiguous(), "q must be a contiguous int8 [N, K] tensor");
-  TORCH_CHECK(scale.dim() == 2 && scale.scalar_type() == at::kFloat && scale.is_contiguous() && scale.size(0) == q.size(0),
-              "scale must be a contiguous float32 [N, K / group] tensor");
-  TORCH_CHECK(q.size(1) % scale.size(1) == 0 && (q.size(1) / scale.size(1)) % 8 == 0, "group size must be a multiple of 8");
-  TORCH_CHECK(offset.numel() == 0 || (offset.sizes() == scale.sizes() && offset.scalar_type() == at::kFloat && offset.is_contiguous()),
+  TORCH_CHECK(q.dim() == 3 && q.size(2) == kPanel && q.scalar_type() == at::kChar && q.is_contiguous(),
+              "q must be a contiguous int8 [N / 8, K, 8] tensor (panels of 8 rows)");
+  TORCH_CHECK(scale.dim() == 3 && scale.size(2) == kPanel && scale.scalar_type() == at::kFloat &&
+                  scale.is_contiguous() && scale.size(0) == q.size(0),
+              "scale must be a contiguous float32 [N / 8, K / group, 8] tensor");
+  TORCH_CHECK(scale.size(1) > 0 && q.size(1) % scale.size(1) == 0, "the group size must divide K");
+  TORCH_CHECK(offset.numel() == 0 || (offset.sizes() == scale.sizes() && offset.scalar_type() == at::kFloat &&
+                                      offset.is_contiguous()),
               "offset must be empty or shaped like scale");
 }
 
@@ -143,59 +173,63 @@ at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& q, const at::Te
   check(q, scale, offset);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) == q.size(1), "x must be float32 [..., K]");
   const auto xc = x.reshape({-1, q.size(1)}).contiguous();
-  const int64_t M = xc.size(0), N = q.size(0), K = q.size(1), g = K / scale.size(1);
+  const int64_t M = xc.size(0), N = q.size(0) * kPanel, K = q.size(1), g = K / scale.size(1);
   auto sizes = x.sizes().vec();
   sizes.back() = N;
   auto y = at::empty({M, N}, x.options());
   if (offset.numel())
-    linear_impl<true>(xc.data_ptr<float>(), M, q.data_ptr<int8_t>(), scale.data_ptr<float>(), offset.data_ptr<float>(), N, K, g, y.data_ptr<float>());
+    linear_impl<true>(xc.data_ptr<float>(), M, q.data_ptr<int8_t>(), scale.data_ptr<float>(), offset.data_ptr<float>(),
+                      N, K, g, y.data_ptr<float>());
   else
-    linear_impl<false>(xc.data_ptr<float>(), M, q.data_ptr<int8_t>(), scale.data_ptr<float>(), nullptr, N, K, g, y.data_ptr<float>());
+    linear_impl<false>(xc.data_ptr<float>(), M, q.data_ptr<int8_t>(), scale.data_ptr<float>(), nullptr, N, K, g,
+                       y.data_ptr<float>());
   return y.view(sizes);
 }
 
+// panel by panel into w^T [K, ldw]: each input's 8 decoded weights are 8 consecutive floats
 template <bool kOffset>
-inline void dequant_row(const int8_t* q, const float* sc, const float* off, int64_t K, int64_t g, float* w) {
+inline void dequant_panel(const int8_t* q, const float* sc, const float* off, int64_t K, int64_t g, float* wt,
+                          int64_t ldw) {
   // subtle: a separate function with plain pointer arguments; written inline in the
-  // parallel_for lambda, the loop re-read the captured pointers after every store (2.4 vs
-  // ~8 G weights/s)
-  for (int64_t G = 0; G < K / g; ++G) {
-    const __m256 s = _mm256_set1_ps(sc[G]);
-    const __m256 o = kOffset ? _mm256_set1_ps(off[G]) : _mm256_setzero_ps();
-    for (int64_t j = G * g; j < (G + 1) * g; j += 8) _mm256_storeu_ps(w + j, decode8<kOffset>(q + j, s, o));
+  // parallel_for lambda, the loop re-read the captured pointers after every store
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t G = k / g;
+    _mm256_storeu_ps(wt + k * ldw, decode_panel<kOffset>(q + k * kPanel, sc + G * kPanel, kOffset ? off + G * kPanel : nullptr));
   }
 }
 
 template <bool kOffset>
-void dequant_impl(const int8_t* q, const float* sc, const float* off, int64_t N, int64_t K, int64_t g, float* w) {
+void dequant_impl(const int8_t* q, const float* sc, const float* off, int64_t panels, int64_t K, int64_t g, float* wt) {
   const int64_t groups = K / g;
   // (a torch GEMM on these weights comes next, on torch's threads: no lingering workers)
   ragloom::parallel_for(
-      0, N, 16,
+      0, panels, 4,
       [&](int64_t begin, int64_t end) {
-        for (int64_t n = begin; n < end; ++n)
-          dequant_row<kOffset>(q + n * K, sc + n * groups, kOffset ? off + n * groups : nullptr, K, g, w + n * K);
+        for (int64_t p = begin; p < end; ++p)
+          dequant_panel<kOffset>(q + p * K * kPanel, sc + p * groups * kPanel,
+                                 kOffset ? off + p * groups * kPanel : nullptr, K, g, wt + p * kPanel, panels * kPanel);
       },
       /*linger=*/false);
 }
 
-at::Tensor& grouped_dequantize_out(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset,
-                                   at::Tensor& out) {
+at::Tensor& grouped_dequantize_t_out(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset,
+                                     at::Tensor& out) {
   check(q, scale, offset);
-  const int64_t N = q.size(0), K = q.size(1), g = K / scale.size(1);
-  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() && out.numel() == N * K,
+  const int64_t panels = q.size(0), K = q.size(1), g = K / scale.size(1);
+  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() && out.numel() == panels * kPanel * K,
               "out must be a contiguous float32 tensor of N * K elements");
   if (offset.numel())
-    dequant_impl<true>(q.data_ptr<int8_t>(), scale.data_ptr<float>(), offset.data_ptr<float>(), N, K, g, out.data_ptr<float>());
+    dequant_impl<true>(q.data_ptr<int8_t>(), scale.data_ptr<float>(), offset.data_ptr<float>(), panels, K, g,
+                       out.data_ptr<float>());
   else
-    dequant_impl<false>(q.data_ptr<int8_t>(), scale.data_ptr<float>(), nullptr, N, K, g, out.data_ptr<float>());
+    dequant_impl<false>(q.data_ptr<int8_t>(), scale.data_ptr<float>(), nullptr, panels, K, g, out.data_ptr<float>());
   return out;
 }
 
 at::Tensor grouped_dequantize(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset) {
-  auto out = at::empty({q.size(0), q.size(1)}, scale.options());
-  grouped_dequantize_out(q, scale, offset, out);
-  return out;
+  auto wt = at::empty({q.size(1), q.size(0) * kPanel}, scale.options());
+  grouped_dequantize_t_out(q, scale, offset, wt);
+  return wt.t().contiguous();
 }
 
 // --- int8 activations (quantization="gguf-q8") ----------------------------------------------
@@ -258,8 +292,17 @@ inline float dot_f32(const float* a, const float* b, int64_t n) {
   return total;
 }
 
+void check_rows(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset) {
+  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == at::kChar && q.is_contiguous(), "q must be a contiguous int8 [N, K] tensor");
+  TORCH_CHECK(scale.dim() == 2 && scale.scalar_type() == at::kFloat && scale.is_contiguous() && scale.size(0) == q.size(0),
+              "scale must be a contiguous float32 [N, K / group] tensor");
+  TORCH_CHECK(scale.size(1) > 0 && q.size(1) % scale.size(1) == 0, "the group size must divide K");
+  TORCH_CHECK(offset.numel() == 0 || (offset.sizes() == scale.sizes() && offset.scalar_type() == at::kFloat && offset.is_contiguous()),
+              "offset must be empty or shaped like scale");
+}
+
 at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset) {
-  check(q, scale, offset);
+  check_rows(q, scale, offset);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) == q.size(1), "x must be float32 [..., K]");
   const auto xc = x.reshape({-1, q.size(1)}).contiguous();
   const int64_t M = xc.size(0), N = q.size(0), K = q.size(1), g = K / scale.size(1), groups = K / g;
@@ -317,12 +360,12 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor&
 TORCH_LIBRARY(ragloom_gguf, m) {
   m.def("grouped_linear(Tensor x, Tensor q, Tensor scale, Tensor offset) -> Tensor");
   m.def("grouped_dequantize(Tensor q, Tensor scale, Tensor offset) -> Tensor");
-  m.def("grouped_dequantize_out(Tensor q, Tensor scale, Tensor offset, Tensor(a!) out) -> Tensor(a!)");
+  m.def("grouped_dequantize_t_out(Tensor q, Tensor scale, Tensor offset, Tensor(a!) out) -> Tensor(a!)");
   m.def("q8_linear(Tensor x, Tensor q, Tensor scale, Tensor offset) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(ragloom_gguf, CPU, m) {
   m.impl("grouped_linear", &grouped_linear);
   m.impl("grouped_dequantize", &grouped_dequantize);
-  m.impl("grouped_dequantize_out", &grouped_dequantize_out);
+  m.impl("grouped_dequantize_t_out", &grouped_dequantize_t_out);
   m.impl("q8_linear", &q8_linear);
 }

@@ -20,9 +20,11 @@ from ragloom.runtime.layers.gguf_linear import (
     GGUFLinear,
     KernelUnavailableError,
     gguf_kernel,
+    pack_panels,
     reference_dequantize,
     reference_linear,
     reference_q8_linear,
+    unpack_panels,
     use_gguf_weights,
 )
 from ragloom.runtime.layers.kernels import cpu_kernels
@@ -46,14 +48,13 @@ def test_kernel_builds_here():
 
 @pytest.mark.parametrize("group", [8, 16, 32])
 @pytest.mark.parametrize("with_offset", [False, True])
-@pytest.mark.parametrize(
-    "rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 31, 32, 33, 40, 63, 64, 65, 130]
-)
-@pytest.mark.parametrize("outputs", [72, 600])  # 600: the GEMM path's tiles of 256 rows
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 31, 64, 65, 130, 300])
+# 600: several of the GEMM path's tiles of 256 rows; 75: the last panel of 8 rows padded
+@pytest.mark.parametrize("outputs", [75, 600])
 @pytest.mark.parametrize("inputs", [256, 1280])
 def test_kernel_matches_reference(group, with_offset, rows, outputs, inputs):
-    # 256 inputs: the kernel at every row count; 1,280 (longer than _L1_INPUTS): up to
-    # _KERNEL_ROWS = 64 rows the kernel, more the decoded tiles and torch's GEMM
+    # up to _KERNEL_ROWS = 256 rows the kernel (8 rows at once, then 6), more (300) the
+    # decoded tiles and torch's GEMM
     q, scale, offset = grouped(outputs, inputs, group, with_offset)
     bias = torch.randn(outputs)
     x = torch.randn(rows, inputs)
@@ -69,7 +70,34 @@ def test_kernel_matches_reference(group, with_offset, rows, outputs, inputs):
 def test_kernel_decodes_the_exact_reference_weights(with_offset):
     q, scale, offset = grouped(33, 160, 32, with_offset, seed=1)
     layer = GGUFLinear(q, scale, offset, use_kernel=True)
+    assert layer.packed and layer.q.shape == (5, 160, 8)  # (33 rows: 5 panels, padded)
     assert torch.equal(layer.dequantize(), reference_dequantize(q, scale, offset))
+    rows = layer.codes()
+    assert torch.equal(rows[0], q) and torch.equal(rows[1], scale)
+    assert (rows[2] is None) == (offset is None)
+
+
+def test_a_rows_result_does_not_depend_on_its_step():
+    # every output is one FMA chain over its inputs in order, whatever the rows beside it (8
+    # at once, 6 at once, 1-5 left over) and the threads: batches equal single runs exactly
+    q, scale, offset = grouped(200, 1280, 16, True, seed=2)
+    layer = GGUFLinear(q, scale, offset, torch.randn(200), use_kernel=True)
+    x = torch.randn(256, 1280)
+    alone = torch.cat([layer(x[i : i + 1]) for i in (0, 5, 7, 100, 255)])
+    for rows in (8, 13, 101, 256):
+        together = layer(x[:rows])
+        for i, row in enumerate((0, 5, 7, 100, 255)):
+            if row < rows:
+                assert torch.equal(together[row], alone[i]), (rows, row)
+
+
+def test_pack_panels_round_trips():
+    t = torch.randn(21, 5)
+    packed = pack_panels(t)
+    assert packed.shape == (3, 5, 8) and torch.equal(packed[2, :, 5:], torch.zeros(5, 3))
+    assert torch.equal(unpack_panels(packed, 21), t)
+    ids = torch.tensor([20, 0, 8, 8])
+    assert torch.equal(unpack_panels(packed, ids), t[ids])
 
 
 def test_kernel_keeps_leading_dimensions_and_uses_threads():

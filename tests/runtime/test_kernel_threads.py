@@ -12,7 +12,7 @@ import threading
 import pytest
 import torch
 
-from ragloom.runtime.layers.gguf_linear import reference_linear
+from ragloom.runtime.layers.gguf_linear import pack_panels, reference_linear
 from ragloom.runtime.layers.kernels import available_kernels
 
 
@@ -23,9 +23,11 @@ def gguf():
 
 
 def weights(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes and scales in the kernel's panel layout, and 64 rows of x."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.randint(-16, 16, (1024, 256), dtype=torch.int8, generator=gen)
-    return q, torch.rand(1024, 8, generator=gen), torch.randn(64, 256, generator=gen)
+    scale = torch.rand(1024, 8, generator=gen)
+    return pack_panels(q), pack_panels(scale), torch.randn(64, 256, generator=gen)
 
 
 @pytest.fixture
@@ -45,7 +47,10 @@ def test_split_jobs_equal_the_single_thread_result(two_threads):
         split = gguf().grouped_linear(x[:rows], q, scale, torch.empty(0))
         # each output comes from one thread, whole: the split changes no number
         assert torch.equal(split, alone)
-    torch.testing.assert_close(split, reference_linear(x, q, scale, None), rtol=1e-4, atol=1e-4)
+    gen = torch.Generator().manual_seed(0)  # (the same draws, row by row)
+    q_rows = torch.randint(-16, 16, (1024, 256), dtype=torch.int8, generator=gen)
+    want = reference_linear(x, q_rows, torch.rand(1024, 8, generator=gen), None)
+    torch.testing.assert_close(split, want, rtol=1e-4, atol=1e-4)
 
 
 def test_many_calling_threads_at_once(two_threads):
@@ -74,10 +79,12 @@ def test_many_calling_threads_at_once(two_threads):
     assert not errors and not wrong
 
 
-def _child(conn, want: torch.Tensor) -> None:  # runs in the forked child
+def _child(conn, inputs: tuple[torch.Tensor, ...], want: torch.Tensor) -> None:
+    # runs in the forked child, on the parent's tensors (making them here would run torch's
+    # own parallel ops, whose OpenMP team does not survive a fork)
     torch.set_num_threads(2)
     threads = torch.get_num_threads()
-    q, scale, x = weights(2)
+    q, scale, x = inputs
     got = gguf().grouped_linear(x, q, scale, torch.empty(0))
     # torch's own OpenMP team does not survive a fork (a parallel torch op would hang here,
     # which is torch's limit, not the kernels'): compare on one thread
@@ -90,7 +97,7 @@ def test_a_forked_child_makes_its_own_pool(two_threads):
     want = gguf().grouped_linear(x, q, scale, torch.empty(0))  # the parent's pool runs now
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
-    process = ctx.Process(target=_child, args=(child, want))
+    process = ctx.Process(target=_child, args=(child, (q, scale, x), want))
     process.start()
     process.join(timeout=60)
     if process.is_alive():
