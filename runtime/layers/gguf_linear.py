@@ -50,6 +50,7 @@ __all__ = [
 _KERNEL_ROWS = 256
 _TILE_ROWS = 256  # weight rows decoded at a time for a GEMM (5 MB for 4,864 inputs)
 PANEL = 8  # output rows per panel of the kernel's weight layout
+Grouped = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # codes, scale, offset
 
 
 def reference_dequantize(
@@ -153,13 +154,15 @@ class GGUFLinear(nn.Module):
     """A linear layer over GGUF-quantised weights: int8 codes with per-group scale/offset.
 
     Where the kernel runs float32 products, ``q``, ``scale`` and ``offset`` are held in its
-    panel layout (:func:`pack_panels`, ``packed`` is True); else row by row as given.
+    panel layout (:func:`pack_panels`, ``packed`` is True); else row by row. They may be given
+    in either layout (the converted-weights cache holds panels, so a load copies nothing).
 
     Args:
-        q: int8 codes ``[out, in]``.
-        scale: float32 ``[out, in / g]``.
+        q: int8 codes ``[out, in]``, or in panels ``[ceil(out / 8), in, 8]``.
+        scale: float32 ``[out, in / g]``, or in panels like ``q``.
         offset: float32 like ``scale``, or None for types without one.
         bias: float32 ``[out]`` or None.
+        out_features: the number of outputs; needed (only) for codes in panels.
         use_kernel: run the compiled kernel (True) or :func:`reference_linear` (False); None
             uses the kernel when it is available.
         int8_activations: quantise the inputs to int8 per 32 inputs and take exact integer
@@ -186,10 +189,11 @@ class GGUFLinear(nn.Module):
         *,
         use_kernel: bool | None = None,
         int8_activations: bool = False,
+        out_features: int | None = None,
     ) -> None:
         super().__init__()
-        _check(q, scale, offset, bias)
-        self.out_features, self.in_features = q.shape
+        self.out_features = _check(q, scale, offset, bias, out_features)
+        self.in_features = q.shape[1]
         self.group_size = q.shape[1] // scale.shape[1]
         if int8_activations and not _q8_fits(self.group_size, self.in_features):
             raise ConfigError(
@@ -205,10 +209,15 @@ class GGUFLinear(nn.Module):
                 if use_kernel:
                     raise
         self.packed = self._op is not None and not int8_activations
-        layout = pack_panels if self.packed else torch.Tensor.contiguous
-        self.q = nn.Parameter(layout(q), requires_grad=False)
-        self.scale = nn.Parameter(layout(scale), requires_grad=False)
-        self.offset = None if offset is None else nn.Parameter(layout(offset), requires_grad=False)
+        if self.packed:
+            q, scale, offset = _in_panels(q, scale, offset)
+        else:
+            q, scale, offset = _in_rows(q, scale, offset, self.out_features)
+        self.q = nn.Parameter(q.contiguous(), requires_grad=False)
+        self.scale = nn.Parameter(scale.contiguous(), requires_grad=False)
+        self.offset = (
+            None if offset is None else nn.Parameter(offset.contiguous(), requires_grad=False)
+        )
         self.bias = (
             # (its own copy: a bias loaded from a mapped file would keep the file mapped)
             None
@@ -221,13 +230,9 @@ class GGUFLinear(nn.Module):
         """Whether products run the compiled kernel (else the torch reference)."""
         return self._op is not None
 
-    def codes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(q, scale, offset)`` row by row (``[out, in]``, ``[out, groups]``), as given."""
-        if not self.packed:
-            return self.q, self.scale, self.offset
-        n = self.out_features
-        offset = None if self.offset is None else unpack_panels(self.offset, n)
-        return unpack_panels(self.q, n), unpack_panels(self.scale, n), offset
+    def codes(self) -> Grouped:
+        """``(q, scale, offset)`` row by row (``[out, in]``, ``[out, groups]``)."""
+        return _in_rows(self.q, self.scale, self.offset, self.out_features)
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight ``[out, in]`` (the values the float32 model holds)."""
@@ -303,17 +308,50 @@ def _scratch(numel: int) -> torch.Tensor:
     return buffer
 
 
+def _in_panels(q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None) -> Grouped:
+    """``(q, scale, offset)`` in panels, from either layout."""
+    if q.dim() == 3:
+        return q, scale, offset
+    return pack_panels(q), pack_panels(scale), None if offset is None else pack_panels(offset)
+
+
+def _in_rows(
+    q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None, rows: int
+) -> Grouped:
+    """``(q, scale, offset)`` row by row (the first ``rows``), from either layout."""
+    if q.dim() == 2:
+        return q, scale, offset
+    offset = None if offset is None else unpack_panels(offset, rows)
+    return unpack_panels(q, rows), unpack_panels(scale, rows), offset
+
+
 def _check(
-    q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None, bias: torch.Tensor | None
-) -> None:
-    if q.dtype != torch.int8 or q.dim() != 2:
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    offset: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    rows: int | None = None,
+) -> int:
+    """Check grouped weights in either layout; return their number of rows (``rows`` is
+    needed for panels, whose last may be padded)."""
+    packed = q.dim() == 3
+    if q.dtype != torch.int8 or q.dim() not in (2, 3) or (packed and q.shape[2] != PANEL):
         raise ConfigError(
-            f"GGUFLinear codes must be a 2-D int8 tensor, got {q.dtype} {tuple(q.shape)}"
+            f"GGUF codes must be int8 [out, in], or in panels [ceil(out / {PANEL}), in, "
+            f"{PANEL}]; got {q.dtype} {tuple(q.shape)}"
         )
-    if scale.dtype != torch.float32 or scale.dim() != 2 or scale.shape[0] != q.shape[0]:
+    if packed and (rows is None or -(-rows // PANEL) != q.shape[0]):
         raise ConfigError(
-            f"GGUFLinear scale must be float32 [{q.shape[0]}, groups], got {scale.dtype} "
-            f"{tuple(scale.shape)}"
+            f"GGUF codes in {q.shape[0]} panels need their number of rows, "
+            f"{(q.shape[0] - 1) * PANEL + 1}-{q.shape[0] * PANEL}; got {rows}"
+        )
+    rows = q.shape[0] if not packed else rows
+    assert rows is not None
+    groups_shape = (q.shape[0], scale.shape[1], PANEL)[: q.dim()]
+    if scale.dtype != torch.float32 or scale.shape != groups_shape:
+        raise ConfigError(
+            f"GGUF scale must be float32 shaped like the codes with groups for inputs "
+            f"{tuple(q.shape)}, got {scale.dtype} {tuple(scale.shape)}"
         )
     if q.shape[1] % scale.shape[1] or (q.shape[1] // scale.shape[1]) % 8:
         raise ConfigError(
@@ -324,8 +362,9 @@ def _check(
         raise ConfigError(
             f"GGUFLinear offset must be float32 shaped like scale {tuple(scale.shape)}"
         )
-    if bias is not None and bias.shape != (q.shape[0],):
-        raise ConfigError(f"GGUFLinear bias must be [{q.shape[0]}], got {tuple(bias.shape)}")
+    if bias is not None and bias.shape != (rows,):
+        raise ConfigError(f"GGUFLinear bias must be [{rows}], got {tuple(bias.shape)}")
+    return rows
 
 
 class GGUFEmbedding(nn.Module):
@@ -336,11 +375,11 @@ class GGUFEmbedding(nn.Module):
     for Qwen2.5's 151,936 tokens).
 
     Args:
-        q: int8 codes ``[vocab, hidden]``.
-        scale: float32 ``[vocab, hidden / g]``.
+        q: int8 codes ``[vocab, hidden]``, or in the kernel's panels (:func:`pack_panels`),
+            as a tied :class:`GGUFLinear` holds them.
+        scale: float32 ``[vocab, hidden / g]``, in the layout of ``q``.
         offset: float32 like ``scale``, or None.
-        packed: the three are in the kernel's panel layout (:func:`pack_panels`), as a tied
-            :class:`GGUFLinear` holds them.
+        num_embeddings: the vocabulary size; needed (only) for codes in panels.
 
     >>> q = torch.tensor([[1, 2], [3, 4]], dtype=torch.int8)
     >>> GGUFEmbedding(q, torch.tensor([[0.5], [2.0]]))(torch.tensor([1, 0]))
@@ -354,18 +393,12 @@ class GGUFEmbedding(nn.Module):
         scale: torch.Tensor,
         offset: torch.Tensor | None = None,
         *,
-        packed: bool = False,
         num_embeddings: int | None = None,
     ) -> None:
         super().__init__()
-        if packed:
-            if num_embeddings is None:
-                raise ConfigError("a packed GGUFEmbedding needs num_embeddings")
-            self.num_embeddings, self.embedding_dim = num_embeddings, q.shape[1]
-        else:
-            _check(q, scale, offset, None)
-            self.num_embeddings, self.embedding_dim = q.shape
-        self.packed = packed
+        self.num_embeddings = _check(q, scale, offset, None, num_embeddings)
+        self.embedding_dim = q.shape[1]
+        self.packed = q.dim() == 3
         self.q = q if isinstance(q, nn.Parameter) else nn.Parameter(q, requires_grad=False)
         self.scale = (
             scale if isinstance(scale, nn.Parameter) else nn.Parameter(scale, requires_grad=False)
@@ -392,7 +425,7 @@ class GGUFEmbedding(nn.Module):
 
 def use_gguf_weights(
     model: nn.Module,
-    layers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    layers: dict[str, Grouped],
     *,
     int8_activations: bool = False,
     check: bool = True,
@@ -408,7 +441,7 @@ def use_gguf_weights(
 
     Args:
         model: a float32 model.
-        layers: ``{module name: (codes, scale, offset)}``.
+        layers: ``{module name: (codes, scale, offset)}``, row by row or in panels.
         int8_activations: linear layers whose groups allow it quantise their inputs to int8
             (see :class:`GGUFLinear`); the others stay float32.
         check: compare the values first. ``False`` only for layers already checked against
@@ -431,7 +464,8 @@ def use_gguf_weights(
     for name, (q, scale, offset) in layers.items():
         linear = modules.get(name)
         if isinstance(linear, nn.Embedding) and linear.weight.dtype == torch.float32:
-            _replace(model, name, GGUFEmbedding(q, scale, offset))
+            embedding = GGUFEmbedding(q, scale, offset, num_embeddings=linear.num_embeddings)
+            _replace(model, name, embedding)
             swapped.append(name)
             continue
         if type(linear) is not nn.Linear or linear.weight.dtype != torch.float32:
@@ -439,17 +473,15 @@ def use_gguf_weights(
                 f"GGUF weights name {name!r}, which is not a float32 nn.Linear or nn.Embedding"
             )
         q8 = int8_activations and _q8_fits(q.shape[1] // scale.shape[1], q.shape[1])
-        layer = GGUFLinear(q, scale, offset, linear.bias, int8_activations=q8)
+        layer = GGUFLinear(
+            q, scale, offset, linear.bias, int8_activations=q8, out_features=linear.out_features
+        )
         _replace(model, name, layer)
         swapped.append(name)
         tied = embeddings.get(id(linear.weight))
         if tied is not None:  # (its weight is the one just checked)
             embedding = GGUFEmbedding(
-                layer.q,
-                layer.scale,
-                layer.offset,
-                packed=layer.packed,
-                num_embeddings=layer.out_features,
+                layer.q, layer.scale, layer.offset, num_embeddings=layer.out_features
             )
             _replace(model, tied, embedding)
             swapped.append(tied)
@@ -460,9 +492,7 @@ def use_gguf_weights(
     return swapped
 
 
-def check_gguf_weights(
-    model: nn.Module, layers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
-) -> None:
+def check_gguf_weights(model: nn.Module, layers: dict[str, Grouped]) -> None:
     """Check that each of ``layers`` decodes to exactly the weight of ``model``'s float32 linear
     or embedding of that name (what :func:`use_gguf_weights` checks before it swaps; linear
     layers are decoded by the kernel where it runs, as :class:`GGUFLinear` decodes them).
@@ -488,27 +518,27 @@ def check_gguf_weights(
 _CHECK_ROWS = 2048  # rows decoded at a time (a 151,936-row head in one piece took 0.5 GB)
 
 
-def _same_weight(
-    name: str,
-    grouped: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
-    weight: torch.Tensor,
-    op: Any = None,
-) -> None:
-    """Raise unless ``grouped`` decodes (by the kernel ``op``, or the torch reference) to
-    ``weight`` bit for bit; a block of rows at a time."""
+def _same_weight(name: str, grouped: Grouped, weight: torch.Tensor, op: Any = None) -> None:
+    """Raise unless ``grouped`` (in either layout) decodes, by the kernel ``op`` or the torch
+    reference, to ``weight`` bit for bit; a block of rows at a time."""
     q, scale, offset = grouped
     weight = weight.detach()
-    same = q.shape == weight.shape
-    for start in range(0, q.shape[0], _CHECK_ROWS) if same else ():
-        end = start + _CHECK_ROWS
+    rows = weight.shape[0]
+    packed = q.dim() == 3
+    fits = -(-rows // PANEL) == q.shape[0] if packed else q.shape[0] == rows
+    same = fits and q.shape[1] == weight.shape[1]
+    step = _CHECK_ROWS // PANEL if packed else _CHECK_ROWS  # (panels or rows at a time)
+    for start in range(0, q.shape[0], step) if same else ():
+        end = start + step
         part = (q[start:end], scale[start:end], None if offset is None else offset[start:end])
+        want = weight[start * PANEL : end * PANEL] if packed else weight[start:end]
         if op is None:
-            rows = reference_dequantize(*part)
+            decoded = reference_dequantize(*_in_rows(*part, len(want)))
         else:
-            offset_arg = _EMPTY if part[2] is None else pack_panels(part[2])
-            packed = pack_panels(part[0]), pack_panels(part[1]), offset_arg
-            rows = op.grouped_dequantize(*packed)[: len(part[0])]
-        if not torch.equal(rows, weight[start:end]):
+            panels = _in_panels(*part)
+            offset_arg = _EMPTY if panels[2] is None else panels[2]
+            decoded = op.grouped_dequantize(panels[0], panels[1], offset_arg)[: len(want)]
+        if not torch.equal(decoded, want):
             same = False
             break
     if not same:

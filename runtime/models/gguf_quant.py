@@ -20,7 +20,9 @@ The codes come from gguf's own decoder run on a copy of the blocks whose super-s
 (and whose minimum is 0), so no bit layout is re-implemented here; scales and offsets are
 computed as gguf computes them. :func:`load_gguf_linears` assembles them into the engine's
 fused layers (Q/K/V and gate/up concatenated, llama's Q/K rows un-permuted) and caches them
-next to the float32 weights. Other types (F16, F32, I-quants) are left out: those layers stay
+next to the float32 weights, in the kernel's panel layout
+(:func:`~ragloom.runtime.layers.gguf_linear.pack_panels`), so that a load swaps them in
+without a copy. Other types (F16, F32, I-quants) are left out: those layers stay
 float32.
 
 This module does not run anything; :class:`~ragloom.runtime.layers.gguf_linear.GGUFLinear`
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ragloom.runtime.layers.gguf_linear import pack_panels
 from ragloom.runtime.models.config import ModelConfig
 from ragloom.runtime.models.gguf_loader import (
     _open_reader,
@@ -52,10 +55,12 @@ __all__ = ["GroupedWeight", "load_gguf_linears", "unpack", "write_gguf_linears"]
 GroupedWeight = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # codes, scale, offset
 _ONE = np.array([1.0], dtype=np.float16).view(np.uint8)
 _LEGACY = {"Q4_0": False, "Q5_0": False, "Q8_0": False, "Q4_1": True, "Q5_1": True}
-_CACHE_NAME = "gguf_linears.v2.safetensors"  # v2: with an untied model's token embedding
-_OLD_CACHE_NAMES = ("gguf_linears.v1.safetensors",)
+# v2: with an untied model's token embedding; v3: in panels of 8 rows
+_CACHE_NAME = "gguf_linears.v3.safetensors"
+_OLD_CACHE_NAMES = ("gguf_linears.v1.safetensors", "gguf_linears.v2.safetensors")
 # written once the cache has been checked against the float32 weights beside it, bit for bit
-_CHECKED_NAME = "gguf_linears.v2.checked"
+_CHECKED_NAME = "gguf_linears.v3.checked"
+_OLD_CHECKED_NAMES = ("gguf_linears.v2.checked",)
 
 
 def _f16(column: np.ndarray) -> np.ndarray:
@@ -186,19 +191,20 @@ def _read(reader: Any, cfg: ModelConfig, permute_qk: bool) -> dict[str, torch.Te
             if weights is None:  # a type without the grouped form: this layer stays float32
                 continue
             q, scale, offset = weights
-            state[f"{layer}.q"] = torch.from_numpy(np.ascontiguousarray(q))
-            state[f"{layer}.scale"] = torch.from_numpy(np.ascontiguousarray(scale))
+            state[f"{layer}.q"] = pack_panels(torch.from_numpy(q))
+            state[f"{layer}.scale"] = pack_panels(torch.from_numpy(scale))
             if offset is not None:
-                state[f"{layer}.offset"] = torch.from_numpy(np.ascontiguousarray(offset))
+                state[f"{layer}.offset"] = pack_panels(torch.from_numpy(offset))
     return state
 
 
 def load_gguf_linears(
     path: Path, folder: Path, cfg: ModelConfig, permute_qk: bool
 ) -> dict[str, GroupedWeight | Any]:
-    """``{layer name: (codes, scale, offset)}`` (torch tensors) for each linear layer of the
-    model in ``path`` whose GGUF types have the grouped form, and for its token embedding where
-    the head is untied (``model.embed_tokens``), cached in ``folder``.
+    """``{layer name: (codes, scale, offset)}`` (torch tensors in panels of 8 rows:
+    ``[ceil(rows / 8), columns, 8]``) for each linear layer of the model in ``path`` whose GGUF
+    types have the grouped form, and for its token embedding where the head is untied
+    (``model.embed_tokens``), cached in ``folder``.
 
     Args:
         path: the GGUF file.
@@ -241,7 +247,7 @@ def write_gguf_linears(
     tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
     save_file(state, tmp, metadata={"source": json.dumps(source)})
     os.replace(tmp, cached)
-    for name in _OLD_CACHE_NAMES:  # superseded by this file
+    for name in (*_OLD_CACHE_NAMES, *_OLD_CHECKED_NAMES):  # superseded by this file
         (folder / name).unlink(missing_ok=True)
     return state
 

@@ -91,6 +91,26 @@ def test_a_rows_result_does_not_depend_on_its_step():
                 assert torch.equal(together[row], alone[i]), (rows, row)
 
 
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_weights_given_in_panels(use_kernel):
+    # (the converted-weights cache holds panels): either layout in, the same layer out
+    q, scale, offset = grouped(21, 64, 16, True, seed=3)
+    panels = pack_panels(q), pack_panels(scale), pack_panels(offset)
+    layer = GGUFLinear(*panels, use_kernel=use_kernel, out_features=21)
+    assert layer.packed == use_kernel and layer.out_features == 21
+    assert all(torch.equal(a, b) for a, b in zip(layer.codes(), (q, scale, offset), strict=True))
+    x = torch.randn(3, 64)
+    want = GGUFLinear(q, scale, offset, use_kernel=use_kernel)(x)
+    assert torch.equal(layer(x), want)
+    embedding = GGUFEmbedding(*panels, num_embeddings=21)
+    ids = torch.tensor([[20, 3], [0, 8]])
+    assert torch.equal(embedding(ids), GGUFEmbedding(q, scale, offset)(ids))
+    with pytest.raises(ConfigError, match="3 panels need their number of rows, 17-24; got None"):
+        GGUFLinear(*panels)
+    with pytest.raises(ConfigError, match="got 30"):
+        GGUFEmbedding(*panels, num_embeddings=30)
+
+
 def test_pack_panels_round_trips():
     t = torch.randn(21, 5)
     packed = pack_panels(t)
@@ -312,11 +332,11 @@ def test_a_damaged_cache_file_is_rebuilt(tmp_path):
 
     loaded = load_gguf(resolve_model("smollm2-135m-instruct"))
     want = loaded.gguf_linears()
-    (tmp_path / "gguf_linears.v2.safetensors").write_bytes(b"\x00" * 100)  # truncated junk
-    (tmp_path / "gguf_linears.v1.safetensors").write_bytes(b"old")  # an older version's cache
+    (tmp_path / "gguf_linears.v3.safetensors").write_bytes(b"\x00" * 100)  # truncated junk
+    (tmp_path / "gguf_linears.v2.safetensors").write_bytes(b"old")  # an older version's cache
     got = load_gguf_linears(loaded.path, tmp_path, loaded.config, permute_qk=True)
     assert sorted(got) == sorted(want)
-    assert not (tmp_path / "gguf_linears.v1.safetensors").exists()  # superseded, removed
+    assert not (tmp_path / "gguf_linears.v2.safetensors").exists()  # superseded, removed
     name = "model.layers.0.self_attn.qkv_proj"  # llama's Q/K rows un-permuted like the floats
     assert all(torch.equal(a, b) for a, b in zip(got[name], want[name], strict=True))
 
@@ -436,14 +456,14 @@ def test_gguf_linears_are_checked_against_the_float_weights_once_per_cache(tmp_p
 
     loaded = load_gguf(resolve_model("smollm2-135m-instruct"))
     loaded.gguf_linears()  # (the shared cache is built)
-    cache = "gguf_linears.v2.safetensors"
+    cache = "gguf_linears.v3.safetensors"
     shutil.copy(loaded.weights_dir / cache, tmp_path / cache)
     copy = dataclasses.replace(loaded, weights_dir=tmp_path)
     checks = []
     check = gguf_linear.check_gguf_weights
     monkeypatch.setattr(gguf_linear, "check_gguf_weights", lambda m, w: checks.append(check(m, w)))
     copy.gguf_linears()
-    assert len(checks) == 1 and (tmp_path / "gguf_linears.v2.checked").exists()
+    assert len(checks) == 1 and (tmp_path / "gguf_linears.v3.checked").exists()
     copy.gguf_linears()  # checked before: the float32 weights are not read again
     assert len(checks) == 1
 
@@ -451,14 +471,14 @@ def test_gguf_linears_are_checked_against_the_float_weights_once_per_cache(tmp_p
     state = load_file(tmp_path / cache)
     state["model.layers.3.mlp.down_proj.q"][5, 7] += 1
     save_file(state, tmp_path / cache)
-    (tmp_path / "gguf_linears.v2.checked").unlink()
+    (tmp_path / "gguf_linears.v3.checked").unlink()
     with pytest.raises(ConfigError, match="model.layers.3.mlp.down_proj: the GGUF weights decode"):
         copy.gguf_linears()
-    assert not (tmp_path / "gguf_linears.v2.checked").exists()
+    assert not (tmp_path / "gguf_linears.v3.checked").exists()
     # a damaged cache is rebuilt from the file and checked anew
     (tmp_path / cache).write_bytes(b"\x00" * 100)
     copy.gguf_linears()
-    assert len(checks) == 2 and (tmp_path / "gguf_linears.v2.checked").exists()
+    assert len(checks) == 2 and (tmp_path / "gguf_linears.v3.checked").exists()
 
 
 @pytest.mark.model
@@ -475,9 +495,9 @@ def test_the_first_conversion_writes_the_quantised_weights_from_its_own_reader(
     opened = []
     monkeypatch.setattr(gguf_quant, "_open_reader", lambda p: opened.append(p))
     loaded = load_gguf(path)  # converts into the empty cache
-    assert (loaded.weights_dir / "gguf_linears.v2.safetensors").exists()
+    assert (loaded.weights_dir / "gguf_linears.v3.safetensors").exists()
     got = loaded.gguf_linears()  # checked now, and not read from the file again
-    assert opened == [] and (loaded.weights_dir / "gguf_linears.v2.checked").exists()
+    assert opened == [] and (loaded.weights_dir / "gguf_linears.v3.checked").exists()
     assert sorted(got) == sorted(want)
     for name in got:
         assert all(
