@@ -9,19 +9,20 @@ and decodes them with the same float32 operations gguf uses. Its products theref
 summed differs, as between any two GEMM libraries.
 
 A decode step streams every weight once, so on a memory-bound CPU it runs up to ~3x faster
-this way. Steps of up to 256 rows run ``gguf_matmul.cpp``, compiled once per machine with the
+this way. Steps of every size run ``gguf_matmul.cpp``, compiled once per machine with the
 system's C++ compiler into ``cache_dir("kernels")`` and loaded as a torch op; it takes the codes
-in panels of 8 output rows (:func:`pack_panels`). Longer steps decode the weight a tile at a
-time and use torch's float32 GEMM. :func:`reference_linear` is the same product in plain torch,
-which the tests hold the kernel to and which runs where the kernel cannot (no compiler, no
-AVX2).
+in panels of 8 output rows (:func:`pack_panels`). It ran 140-157 GFLOP/s from 54 to 256 rows
+on two threads, where torch's float32 GEMM on decoded tiles of the weight (this module's path
+for long steps until 2026-11-29) ran 83-154; a cold 1,096-token prompt, in chunks of 512, took
+the same or less (three rounds, alternating: 8.5/6.4/7.9 s against 9.0/8.8/8.5 with the tiles
+past 256 rows). :func:`reference_linear` is the same product in plain torch, which the tests
+hold the kernel to and which runs where the kernel cannot (no compiler, no AVX2).
 
 This module does not read GGUF files (the loader does) and does not quantise float weights.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import torch
@@ -44,11 +45,6 @@ __all__ = [
     "use_gguf_weights",
 ]
 
-# at most this many rows: the kernel; more: decoded tiles + float32 GEMM. Measured on two
-# threads (Qwen2.5-0.5B's shapes): the kernel ran 140-157 GFLOP/s from 54 to 256 rows, the
-# tiles 83-125 up to 132 rows, 149-154 at 256 and 150-162 at 512
-_KERNEL_ROWS = 256
-_TILE_ROWS = 256  # weight rows decoded at a time for a GEMM (5 MB for 4,864 inputs)
 PANEL = 8  # output rows per panel of the kernel's weight layout
 Grouped = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # codes, scale, offset
 
@@ -255,34 +251,12 @@ class GGUFLinear(nn.Module):
         elif self._op is None:
             out = torch.nn.functional.linear(rows, self.dequantize(), self.bias)
         else:
-            if rows.shape[0] <= _KERNEL_ROWS:
-                out = self._op.grouped_linear(rows, self.q, self.scale, self._offset_arg())
-            else:
-                out = self._tiled_gemm(rows)
+            out = self._op.grouped_linear(rows, self.q, self.scale, self._offset_arg())
             if out.shape[1] != self.out_features:  # (the last panel's padding)
                 out = out[:, : self.out_features]
             if self.bias is not None:
                 out += self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
-
-    def _tiled_gemm(self, rows: torch.Tensor) -> torch.Tensor:
-        """Many rows: decode ``_TILE_ROWS`` weight rows at a time (transposed, ``[in, tile]``)
-        into a scratch buffer that stays in the cache, and multiply each tile with a float32
-        GEMM. Returns ``[rows, 8 * panels]`` without the bias.
-
-        subtle: decoding into fresh memory page-faults on every call (large allocations are
-        mmapped afresh), which cost more than the GEMM; the buffer is reused per thread."""
-        panels = self.q.shape[0]
-        out_t = torch.empty(panels * PANEL, rows.shape[0])
-        per_tile = _TILE_ROWS // PANEL
-        tile = _scratch(min(per_tile, panels) * PANEL * self.in_features)
-        for start in range(0, panels, per_tile):
-            end = min(start + per_tile, panels)
-            wt = tile[: (end - start) * PANEL * self.in_features].view(self.in_features, -1)
-            offset = _EMPTY if self.offset is None else self.offset[start:end]
-            self._op.grouped_dequantize_t_out(self.q[start:end], self.scale[start:end], offset, wt)
-            torch.mm(wt.t(), rows.t(), out=out_t[start * PANEL : end * PANEL])
-        return out_t.t()
 
     def _offset_arg(self) -> torch.Tensor:
         return self.offset if self.offset is not None else _EMPTY
@@ -297,15 +271,6 @@ class GGUFLinear(nn.Module):
 
 
 _EMPTY = torch.empty(0)
-_local = threading.local()
-
-
-def _scratch(numel: int) -> torch.Tensor:
-    """This thread's float32 scratch buffer, at least ``numel`` long."""
-    buffer: torch.Tensor | None = getattr(_local, "buffer", None)
-    if buffer is None or buffer.numel() < numel:
-        buffer = _local.buffer = torch.empty(numel)
-    return buffer
 
 
 def _in_panels(q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None) -> Grouped:

@@ -15,9 +15,7 @@
 // input by input: q [N / 8, K, 8], scale and offset [N / 8, K / g, 8]
 // (ragloom.runtime.layers.gguf_linear.pack_panels).
 //   grouped_linear(x [M, K], q, scale, offset) -> [M, N]; `offset` may be empty.
-//   grouped_dequantize(q, scale, offset) -> [N, K], and grouped_dequantize_t_out into a given
-//   [K, N'] buffer (the transpose of N' = 8 * panels rows: products of many rows run as a BLAS
-//   GEMM on decoded tiles of the weight; a reused buffer stays in the cache).
+//   grouped_dequantize(q, scale, offset) -> [N, K] (the weights the products use).
 // Int8 activations (q8_linear, below) take the codes row by row, q [N, K].
 //
 // Built at run time for AVX2 + FMA by ragloom.runtime.layers.gguf_linear (never on the import
@@ -42,7 +40,8 @@ using ragloom::hsum8;
 // in registers, so x is read once per 8 outputs, and each decoded weight serves R rows. (Before,
 // each output was a dot product over a row of codes: x was re-read for every output, from L2
 // for rows of 4,864 inputs, and the down projection ran at half speed; 8 rows at 896 x 4,864:
-// 92 -> 139 GFLOP/s on two threads, 54-132 rows of any layer 111-139 -> 140-155.)
+// 92 -> 139 GFLOP/s on two threads, 54-256 rows of any layer 111-140 -> 140-157, where torch's
+// GEMM on decoded tiles of the weight ran 83-154.)
 // Every output is one FMA chain over its inputs in order: a row's result never depends on how
 // many rows share its step, nor on the threads.
 
@@ -201,34 +200,22 @@ inline void dequant_panel(const int8_t* q, const float* sc, const float* off, in
 template <bool kOffset>
 void dequant_impl(const int8_t* q, const float* sc, const float* off, int64_t panels, int64_t K, int64_t g, float* wt) {
   const int64_t groups = K / g;
-  // (a torch GEMM on these weights comes next, on torch's threads: no lingering workers)
-  ragloom::parallel_for(
-      0, panels, 4,
-      [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p)
-          dequant_panel<kOffset>(q + p * K * kPanel, sc + p * groups * kPanel,
-                                 kOffset ? off + p * groups * kPanel : nullptr, K, g, wt + p * kPanel, panels * kPanel);
-      },
-      /*linger=*/false);
-}
-
-at::Tensor& grouped_dequantize_t_out(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset,
-                                     at::Tensor& out) {
-  check(q, scale, offset);
-  const int64_t panels = q.size(0), K = q.size(1), g = K / scale.size(1);
-  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() && out.numel() == panels * kPanel * K,
-              "out must be a contiguous float32 tensor of N * K elements");
-  if (offset.numel())
-    dequant_impl<true>(q.data_ptr<int8_t>(), scale.data_ptr<float>(), offset.data_ptr<float>(), panels, K, g,
-                       out.data_ptr<float>());
-  else
-    dequant_impl<false>(q.data_ptr<int8_t>(), scale.data_ptr<float>(), nullptr, panels, K, g, out.data_ptr<float>());
-  return out;
+  ragloom::parallel_for(0, panels, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p)
+      dequant_panel<kOffset>(q + p * K * kPanel, sc + p * groups * kPanel, kOffset ? off + p * groups * kPanel : nullptr,
+                             K, g, wt + p * kPanel, panels * kPanel);
+  });
 }
 
 at::Tensor grouped_dequantize(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset) {
-  auto wt = at::empty({q.size(1), q.size(0) * kPanel}, scale.options());
-  grouped_dequantize_t_out(q, scale, offset, wt);
+  check(q, scale, offset);
+  const int64_t panels = q.size(0), K = q.size(1), g = K / scale.size(1);
+  auto wt = at::empty({K, panels * kPanel}, scale.options());  // decoded as w^T, then transposed
+  if (offset.numel())
+    dequant_impl<true>(q.data_ptr<int8_t>(), scale.data_ptr<float>(), offset.data_ptr<float>(), panels, K, g,
+                       wt.data_ptr<float>());
+  else
+    dequant_impl<false>(q.data_ptr<int8_t>(), scale.data_ptr<float>(), nullptr, panels, K, g, wt.data_ptr<float>());
   return wt.t().contiguous();
 }
 
@@ -360,12 +347,10 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor&
 TORCH_LIBRARY(ragloom_gguf, m) {
   m.def("grouped_linear(Tensor x, Tensor q, Tensor scale, Tensor offset) -> Tensor");
   m.def("grouped_dequantize(Tensor q, Tensor scale, Tensor offset) -> Tensor");
-  m.def("grouped_dequantize_t_out(Tensor q, Tensor scale, Tensor offset, Tensor(a!) out) -> Tensor(a!)");
   m.def("q8_linear(Tensor x, Tensor q, Tensor scale, Tensor offset) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(ragloom_gguf, CPU, m) {
   m.impl("grouped_linear", &grouped_linear);
   m.impl("grouped_dequantize", &grouped_dequantize);
-  m.impl("grouped_dequantize_t_out", &grouped_dequantize_t_out);
   m.impl("q8_linear", &q8_linear);
 }

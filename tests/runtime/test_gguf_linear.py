@@ -49,12 +49,12 @@ def test_kernel_builds_here():
 @pytest.mark.parametrize("group", [8, 16, 32])
 @pytest.mark.parametrize("with_offset", [False, True])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 31, 64, 65, 130, 300])
-# 600: several of the GEMM path's tiles of 256 rows; 75: the last panel of 8 rows padded
+# 600: several threads' blocks of panels; 75: the last panel of 8 rows padded
 @pytest.mark.parametrize("outputs", [75, 600])
 @pytest.mark.parametrize("inputs", [256, 1280])
 def test_kernel_matches_reference(group, with_offset, rows, outputs, inputs):
-    # up to _KERNEL_ROWS = 256 rows the kernel (8 rows at once, then 6), more (300) the
-    # decoded tiles and torch's GEMM
+    # up to 8 rows in one pass (1-8 rows at once: their own numbers of panels), more 6 at a
+    # time and the 1-5 left over
     q, scale, offset = grouped(outputs, inputs, group, with_offset)
     bias = torch.randn(outputs)
     x = torch.randn(rows, inputs)
