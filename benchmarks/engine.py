@@ -59,6 +59,12 @@ ceiling), ``--threads 2`` twice: TTFT 20.5-21.0x, decode 4.06-4.43x HF, llama.cp
 50-54% of a 152-163 GFLOP/s GEMM); ``--threads 1``: TTFT 22.6x, decode 2.86x HF, llama.cpp
 0.89x, batch 2.33x (ceiling 4.04x, 58%); engine RSS peak 1.48-1.55 GB.
 
+Late on 2026-11-29 (the kernel's weights in panels of 8 rows, at every row count; the batch run
+best of two turns), one run at each thread count: ``--threads 2`` TTFT 20.3x, decode 29.3 tok/s,
+4.18x HF, llama.cpp 0.74x, batch 2.53x against a ceiling of 3.77x (67% of a 172 GFLOP/s GEMM);
+``--threads 1`` TTFT 23.8x, decode 2.45x HF, llama.cpp 0.85x, batch 2.34x (ceiling 3.55x, 66%);
+engine RSS peak 1.55-1.57 GB.
+
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.
 """

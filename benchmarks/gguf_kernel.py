@@ -1,0 +1,135 @@
+"""Benchmark of ragloom's GGUF linear kernel against torch's float32 GEMM on the same weights.
+
+Each layer shape of Qwen2.5-0.5B (the attention's fused Q/K/V and output projections, the MLP's
+fused gate/up and down projections, the LM head), with random int8 codes and per-group scales of
+the model's own types, runs ``M`` rows of activations through
+
+- ``kernel``: :class:`~ragloom.runtime.layers.gguf_linear.GGUFLinear`, the codes in panels of 8
+  rows, decoded in registers (what the engine runs), and
+- ``torch``: ``torch.nn.functional.linear`` on the float32 weights those codes decode to (the
+  baseline: what an engine holding float32 weights runs, at 4 bytes a weight).
+
+Rows: 1 (a decode), 8 (eight decodes batched), 54 and 132 (prefill chunks of the engine
+benchmark's batch run), 512 (a full prefill chunk). Copies of each layer, 64 MB of codes in all,
+are cycled so that a decode reads its weights from memory, as in a model, not from the cache
+(the LM head: one copy, 136 MB). The figures are
+GFLOP/s (best of a few repeats; the two take turns) and ``kernel_vs_torch`` per shape and row
+count; the last line is one JSON object with ``kernel_vs_torch_min``/``_max`` and
+``kernel_vs_torch_rows_1_mean``
+(the one-row ratio over all shapes, where the kernel reads 1.1-1.25 bytes a weight instead of 4).
+
+Usage: ``python benchmarks/gguf_kernel.py [--quick] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+
+import torch
+
+from ragloom.runtime.layers.gguf_linear import GGUFLinear
+
+# (name, outputs, inputs, group, with offset): Q5_0 / Q8_0 (32, no offset), Q4_K (32, offset),
+# Q6_K (16, no offset), as in the model file
+SHAPES = {
+    "qkv": (1152, 896, 32, False),
+    "o": (896, 896, 32, False),
+    "gate_up": (9728, 896, 32, False),
+    "down_q6k": (896, 4864, 16, False),
+    "down_q4k": (896, 4864, 32, True),
+    "lm_head": (151936, 896, 32, False),
+}
+
+
+CYCLED_CODES = 64 << 20  # bytes of codes cycled through per shape
+
+
+def layers(outputs: int, inputs: int, group: int, offset: bool, copies: int) -> list[GGUFLinear]:
+    gen = torch.Generator().manual_seed(outputs + inputs)
+    out = []
+    for _ in range(copies):
+        q = torch.randint(-16, 16, (outputs, inputs), dtype=torch.int8, generator=gen)
+        scale = torch.rand(outputs, inputs // group, generator=gen) / 16
+        extra = torch.rand(outputs, inputs // group, generator=gen) / 16 if offset else None
+        out.append(GGUFLinear(q, scale, extra, use_kernel=True))
+    return out
+
+
+def best_time(fn: Callable[[int], object], copies: int, repeats: int) -> float:
+    """Best time of one call, over ``repeats`` passes through the copies."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(copies):
+            fn(i)
+        best = min(best, (time.perf_counter() - start) / copies)
+    return best
+
+
+def bench_shape(
+    name: str, shape: tuple[int, int, int, bool], rows_list: list[int], copies: int, repeats: int
+) -> dict[str, float]:
+    """``{f"{name}_rows_{rows}": kernel_vs_torch}`` for one layer shape, printing the rates."""
+    outputs, inputs, group, offset = shape
+    kernels = layers(outputs, inputs, group, offset, copies)
+    weights = [k.dequantize() for k in kernels]
+    ratios = {}
+    for rows in rows_list:
+        x = torch.randn(rows, inputs)
+        want = torch.nn.functional.linear(x, weights[0])
+        got = kernels[0](x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+        def kernel(i: int, x: torch.Tensor = x) -> object:
+            return kernels[i](x)
+
+        def dense(i: int, x: torch.Tensor = x) -> object:
+            return torch.nn.functional.linear(x, weights[i])
+
+        t_kernel = t_torch = float("inf")
+        for _ in range(2):  # (taking turns)
+            t_kernel = min(t_kernel, best_time(kernel, copies, repeats))
+            t_torch = min(t_torch, best_time(dense, copies, repeats))
+        gflop = 2 * rows * outputs * inputs / 1e9
+        ratios[f"{name}_rows_{rows}"] = t_torch / t_kernel
+        print(
+            f"{name:9s} rows {rows:4d}: kernel {gflop / t_kernel:6.1f} GFLOP/s, "
+            f"torch {gflop / t_torch:6.1f}, kernel_vs_torch {t_torch / t_kernel:5.2f}",
+            flush=True,
+        )
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer shapes, rows and repeats")
+    parser.add_argument("--threads", type=int, default=0, help="0: every core")
+    args = parser.parse_args()
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    rows_list = [1, 8, 132] if args.quick else [1, 8, 54, 132, 512]
+    names = ["gate_up", "down_q6k"] if args.quick else list(SHAPES)
+    repeats = 3 if args.quick else 5
+    ratios: dict[str, float] = {}
+    for name in names:
+        outputs, inputs = SHAPES[name][:2]
+        copies = -(-CYCLED_CODES // (outputs * inputs))  # (twice this CPU's L3 cache at least)
+        ratios |= bench_shape(name, SHAPES[name], rows_list, copies, repeats)
+    one_row = [v for k, v in ratios.items() if k.endswith("_rows_1")]
+    report = {
+        "threads": threads,
+        "quick": args.quick,
+        "kernel_vs_torch": {k: round(v, 3) for k, v in ratios.items()},
+        "kernel_vs_torch_min": round(min(ratios.values()), 3),
+        "kernel_vs_torch_max": round(max(ratios.values()), 3),
+        "kernel_vs_torch_rows_1_mean": round(sum(one_row) / len(one_row), 3),
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
