@@ -53,8 +53,9 @@ def test_kernel_builds_here():
 @pytest.mark.parametrize("outputs", [75, 600])
 @pytest.mark.parametrize("inputs", [256, 1280])
 def test_kernel_matches_reference(group, with_offset, rows, outputs, inputs):
-    # up to 8 rows in one pass (1-8 rows at once: their own numbers of panels), more 6 at a
-    # time and the 1-5 left over
+    # up to 8 rows in one pass (1-8 rows at once: their own numbers of panels), 9-31 rows 6 at
+    # a time and the 1-5 left over, from 32 rows on weights decoded to float32 a block at a time
+    # (1,280 inputs: three slices of at most 512)
     q, scale, offset = grouped(outputs, inputs, group, with_offset)
     bias = torch.randn(outputs)
     x = torch.randn(rows, inputs)
@@ -84,7 +85,7 @@ def test_a_rows_result_does_not_depend_on_its_step():
     layer = GGUFLinear(q, scale, offset, torch.randn(200), use_kernel=True)
     x = torch.randn(256, 1280)
     alone = torch.cat([layer(x[i : i + 1]) for i in (0, 5, 7, 100, 255)])
-    for rows in (8, 13, 101, 256):
+    for rows in (8, 13, 101, 256):  # (101 and 256: weights decoded to float32 first)
         together = layer(x[:rows])
         for i, row in enumerate((0, 5, 7, 100, 255)):
             if row < rows:
