@@ -63,7 +63,10 @@ Late on 2026-11-29 (the kernel's weights in panels of 8 rows, at every row count
 best of two turns), one run at each thread count: ``--threads 2`` TTFT 20.3x, decode 29.3 tok/s,
 4.18x HF, llama.cpp 0.74x, batch 2.53x against a ceiling of 3.77x (67% of a 172 GFLOP/s GEMM);
 ``--threads 1`` TTFT 23.8x, decode 2.45x HF, llama.cpp 0.85x, batch 2.34x (ceiling 3.55x, 66%);
-engine RSS peak 1.55-1.57 GB.
+engine RSS peak 1.55-1.57 GB. Then with float32 blocks from 32 rows: ``--threads 2`` TTFT 23.9x
+(cold 6.64 s), decode 4.46x HF, llama.cpp 0.67x, batch 2.63x (ceiling 4.24x, 62%);
+``--threads 1`` TTFT 20.2x (cold 10.5 s), decode 2.55x, llama.cpp 0.80x, batch 2.45x (ceiling
+3.28x, 75%); engine RSS peak 1.54-1.55 GB.
 
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.

@@ -11,12 +11,13 @@ summed differs, as between any two GEMM libraries.
 A decode step streams every weight once, so on a memory-bound CPU it runs up to ~3x faster
 this way. Steps of every size run ``gguf_matmul.cpp``, compiled once per machine with the
 system's C++ compiler into ``cache_dir("kernels")`` and loaded as a torch op; it takes the codes
-in panels of 8 output rows (:func:`pack_panels`). It ran 140-157 GFLOP/s from 54 to 256 rows
-on two threads, where torch's float32 GEMM on decoded tiles of the weight (this module's path
-for long steps until 2026-11-29) ran 83-154; a cold 1,096-token prompt, in chunks of 512, took
-the same or less (three rounds, alternating: 8.5/6.4/7.9 s against 9.0/8.8/8.5 with the tiles
-past 256 rows). :func:`reference_linear` is the same product in plain torch, which the tests
-hold the kernel to and which runs where the kernel cannot (no compiler, no AVX2).
+in panels of 8 output rows (:func:`pack_panels`), decoded in registers for up to 31 rows and a
+block at a time into an L2 buffer from 32 (``benchmarks/gguf_kernel.py``: against torch's float32
+GEMM on the same weights, one row 2.3-5.3x, 132 rows 1.1-1.5x, 512 rows 0.99-1.16x). Torch's GEMM
+on tiles decoded per call, this module's path for long steps until 2026-11-29, lost to it in the
+engine (a cold 1,096-token prompt in 512-row chunks: 9.0/8.8/8.5 s against 8.5/6.4/7.9 s, before
+the decoded blocks). :func:`reference_linear` is the same product in plain torch, which the
+tests hold the kernel to and which runs where the kernel cannot (no compiler, no AVX2).
 
 This module does not read GGUF files (the loader does) and does not quantise float weights.
 """
