@@ -306,13 +306,13 @@ def _check(
             f"GGUF codes must be int8 [out, in], or in panels [ceil(out / {PANEL}), in, "
             f"{PANEL}]; got {q.dtype} {tuple(q.shape)}"
         )
-    if packed and (rows is None or -(-rows // PANEL) != q.shape[0]):
+    if not packed:
+        rows = q.shape[0]
+    elif rows is None or -(-rows // PANEL) != q.shape[0]:
         raise ConfigError(
             f"GGUF codes in {q.shape[0]} panels need their number of rows, "
             f"{(q.shape[0] - 1) * PANEL + 1}-{q.shape[0] * PANEL}; got {rows}"
         )
-    rows = q.shape[0] if not packed else rows
-    assert rows is not None
     groups_shape = (q.shape[0], scale.shape[1], PANEL)[: q.dim()]
     if scale.dtype != torch.float32 or scale.shape != groups_shape:
         raise ConfigError(
@@ -378,14 +378,12 @@ class GGUFEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """``[...]`` token ids -> ``[..., hidden]`` float32."""
         flat = ids.reshape(-1)
-        if self.packed:
-            offset = None if self.offset is None else unpack_panels(self.offset, flat)
-            rows = reference_dequantize(
-                unpack_panels(self.q, flat), unpack_panels(self.scale, flat), offset
-            )
-        else:
-            offset = None if self.offset is None else self.offset[flat]
-            rows = reference_dequantize(self.q[flat], self.scale[flat], offset)
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return unpack_panels(t, flat) if self.packed else t[flat]
+
+        offset = None if self.offset is None else pick(self.offset)
+        rows = reference_dequantize(pick(self.q), pick(self.scale), offset)
         return rows.view(*ids.shape, self.embedding_dim)
 
 

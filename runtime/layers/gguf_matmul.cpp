@@ -201,16 +201,18 @@ inline void float_block_any(int64_t rows, const float* x, int64_t ldx, const flo
   }
 }
 
-// inputs [k0, k0 + kc) of one panel, decoded into w [kc, 8] as decode_panel decodes them
+// inputs [k0, k0 + kc) of one panel, decoded as decode_panel decodes them into w: input k's
+// 8 weights at w + k * ldw. (subtle: a separate function with plain pointer arguments; written
+// inline in a parallel_for lambda, the loop re-read the captured pointers after every store)
 template <bool kOffset>
 inline void decode_slice(const int8_t* q, const float* sc, const float* off, int64_t k0, int64_t kc, int64_t g,
-                         float* w) {
+                         float* w, int64_t ldw) {
   const int64_t G0 = k0 / g;
   int64_t in_group = k0 - G0 * g;
   sc += G0 * kPanel;
   if constexpr (kOffset) off += G0 * kPanel;
   for (int64_t k = 0; k < kc; ++k) {
-    _mm256_storeu_ps(w + k * kPanel, decode_panel<kOffset>(q + (k0 + k) * kPanel, sc, off));
+    _mm256_storeu_ps(w + k * ldw, decode_panel<kOffset>(q + (k0 + k) * kPanel, sc, off));
     if (++in_group == g) {
       in_group = 0;
       sc += kPanel;
@@ -233,7 +235,8 @@ void linear_decoded(const float* x, int64_t M, const int8_t* q, const float* sc,
         const int64_t kc = std::min(kSlice, K - k0);
         for (int64_t p = 0; p < n_panels; ++p)
           decode_slice<kOffset>(q + (b + p) * K * kPanel, sc + (b + p) * groups * kPanel,
-                                kOffset ? off + (b + p) * groups * kPanel : nullptr, k0, kc, g, w + p * kc * kPanel);
+                                kOffset ? off + (b + p) * groups * kPanel : nullptr, k0, kc, g, w + p * kc * kPanel,
+                                kPanel);
         for (int64_t m = 0; m < M; m += 6)
           float_block_any(std::min<int64_t>(6, M - m), x + m * K + k0, K, w, n_panels, kc, y + m * N + b * kPanel, N,
                           k0 > 0);
@@ -293,25 +296,14 @@ at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& q, const at::Te
   return y.view(sizes);
 }
 
-// panel by panel into w^T [K, ldw]: each input's 8 decoded weights are 8 consecutive floats
-template <bool kOffset>
-inline void dequant_panel(const int8_t* q, const float* sc, const float* off, int64_t K, int64_t g, float* wt,
-                          int64_t ldw) {
-  // subtle: a separate function with plain pointer arguments; written inline in the
-  // parallel_for lambda, the loop re-read the captured pointers after every store
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t G = k / g;
-    _mm256_storeu_ps(wt + k * ldw, decode_panel<kOffset>(q + k * kPanel, sc + G * kPanel, kOffset ? off + G * kPanel : nullptr));
-  }
-}
-
+// panel by panel into w^T [K, 8 * panels]
 template <bool kOffset>
 void dequant_impl(const int8_t* q, const float* sc, const float* off, int64_t panels, int64_t K, int64_t g, float* wt) {
   const int64_t groups = K / g;
   ragloom::parallel_for(0, panels, 4, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p)
-      dequant_panel<kOffset>(q + p * K * kPanel, sc + p * groups * kPanel, kOffset ? off + p * groups * kPanel : nullptr,
-                             K, g, wt + p * kPanel, panels * kPanel);
+      decode_slice<kOffset>(q + p * K * kPanel, sc + p * groups * kPanel, kOffset ? off + p * groups * kPanel : nullptr,
+                            0, K, g, wt + p * kPanel, panels * kPanel);
   });
 }
 
