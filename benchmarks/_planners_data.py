@@ -110,7 +110,7 @@ def schema_function(name: str, description: str, schema: dict[str, Any] | None) 
     for pname, spec in props.items():
         if not pname.isidentifier():
             continue
-        annotation = TYPES.get(spec.get("type", "any"), Any)
+        annotation: Any = TYPES.get(spec.get("type", "any"), Any)
         default = inspect.Parameter.empty if pname in required else None
         if default is None and annotation is not Any:
             annotation = annotation | None

@@ -353,9 +353,14 @@ def gemm_gflops(threads: int) -> float:
         a, b = torch.randn(512, k), torch.randn(k, n)
         torch.mm(a, b)
         for _ in range(10):
-            elapsed, _ = timed(lambda a=a, b=b: torch.mm(a, b))
+            elapsed, _ = timed(partial(torch.mm, a, b))
             best = max(best, 2 * 512 * k * n / elapsed / 1e9)
     return best
+
+
+def map_all(op: Callable[[torch.Tensor], Any], blocks: list[torch.Tensor]) -> list[Any]:
+    """``op`` of every block (the memory-rate probe's pass)."""
+    return [op(b) for b in blocks]
 
 
 def stream_gb_s(threads: int, total_mb: int = 1024) -> float:
@@ -365,8 +370,8 @@ def stream_gb_s(threads: int, total_mb: int = 1024) -> float:
     x = torch.randn(1, 896)
     best = 0.0
     for _ in range(3):
-        for op in (lambda b: b.sum(), lambda b: x @ b):
-            elapsed, _ = timed(lambda op=op: [op(b) for b in blocks])
+        for op in (torch.sum, partial(torch.matmul, x)):
+            elapsed, _ = timed(partial(map_all, op, blocks))
             best = max(best, sum(b.numel() * 4 for b in blocks) / elapsed / 1e9)
     return best
 

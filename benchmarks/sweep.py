@@ -66,7 +66,7 @@ def compare_with_published(records, run_dir):
     dense = [r for r in records if r.params["retrieval"] == "dense"]
     faiss_ms = _median_retrieval_ms(run_dir, records, "faiss")
     chroma_ms = _median_retrieval_ms(run_dir, records, "chroma")
-    chunkings = {}
+    chunkings: dict[str, list[float]] = {}
     for r in records:
         key = f"{r.params['chunker']}:{r.params['chunk_size']}:{r.params['chunk_overlap']}"
         chunkings.setdefault(key, []).append(r.metrics["context_precision"])
