@@ -108,7 +108,7 @@ def pack_panels(t: torch.Tensor) -> torch.Tensor:
     padded = -(-rows // PANEL) * PANEL
     if padded != rows:
         t = torch.cat([t, t.new_zeros(padded - rows, cols)])
-    return t.view(padded // PANEL, PANEL, cols).transpose(1, 2).contiguous()
+    return t.reshape(padded // PANEL, PANEL, cols).transpose(1, 2).contiguous()  # (any strides)
 
 
 def unpack_panels(t: torch.Tensor, rows: int | torch.Tensor) -> torch.Tensor:

@@ -57,10 +57,14 @@ _ONE = np.array([1.0], dtype=np.float16).view(np.uint8)
 _LEGACY = {"Q4_0": False, "Q5_0": False, "Q8_0": False, "Q4_1": True, "Q5_1": True}
 # v2: with an untied model's token embedding; v3: in panels of 8 rows
 _CACHE_NAME = "gguf_linears.v3.safetensors"
-_OLD_CACHE_NAMES = ("gguf_linears.v1.safetensors", "gguf_linears.v2.safetensors")
 # written once the cache has been checked against the float32 weights beside it, bit for bit
 _CHECKED_NAME = "gguf_linears.v3.checked"
-_OLD_CHECKED_NAMES = ("gguf_linears.v2.checked",)
+# files of older versions, removed when this one is written
+_SUPERSEDED = (
+    "gguf_linears.v1.safetensors",
+    "gguf_linears.v2.safetensors",
+    "gguf_linears.v2.checked",
+)
 
 
 def _f16(column: np.ndarray) -> np.ndarray:
@@ -247,7 +251,7 @@ def write_gguf_linears(
     tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
     save_file(state, tmp, metadata={"source": json.dumps(source)})
     os.replace(tmp, cached)
-    for name in (*_OLD_CACHE_NAMES, *_OLD_CHECKED_NAMES):  # superseded by this file
+    for name in _SUPERSEDED:
         (folder / name).unlink(missing_ok=True)
     return state
 
