@@ -11,7 +11,10 @@ The KV cache is cut into ``num_blocks`` blocks of ``block_size`` token slots. Ea
 Automatic prefix caching: once a *full* block's keys and values are computed it gets a hash
 chained on the previous block's hash and its own token ids (``compute_hash``); a later sequence
 whose prompt starts with the same blocks reuses them instead of recomputing. Hashes are only
-published after the KV is computed, so a sequence never reads a block that is still being filled.
+published after the KV is computed, so a lookup never finds a block that is still being filled.
+The scheduler may also hand ``allocate`` blocks *in flight*: full blocks of another sequence's
+prompt that the same step computes, which the new sequence then reads in that step (each layer
+writes the whole step's keys and values before any attention reads them).
 
 This module moves no tensors and knows nothing of the model; it does not decide *when* to
 preempt (the scheduler does).
@@ -125,24 +128,37 @@ class BlockManager:
             hits.append(block_id)
         return hits
 
-    def can_allocate(self, seq: Sequence) -> bool:
-        """Whether ``seq``'s whole token list fits, counting prefix-cache hits."""
+    def _reused(self, seq: Sequence, in_flight: list[int] | None) -> tuple[list[int], int]:
+        """The blocks ``seq`` starts with (prefix-cache hits, then any further ``in_flight``
+        blocks) and how many of them are hits."""
         hits = self._prefix_hits(seq)
-        idle_hits = sum(1 for b in hits if self.blocks[b].ref_count == 0)
-        return seq.num_blocks - len(hits) + idle_hits <= self.num_free_blocks
+        return hits + (in_flight or [])[len(hits) :], len(hits)
 
-    def allocate(self, seq: Sequence) -> None:
-        """Give ``seq`` blocks for all its tokens, reusing cached prefix blocks."""
+    def can_allocate(self, seq: Sequence, in_flight: list[int] | None = None) -> bool:
+        """Whether ``seq``'s whole token list fits, counting prefix-cache hits and the
+        ``in_flight`` blocks it would share (see :meth:`allocate`)."""
+        reused, _ = self._reused(seq, in_flight)
+        idle = sum(1 for b in reused if self.blocks[b].ref_count == 0)
+        return seq.num_blocks - len(reused) + idle <= self.num_free_blocks
+
+    def allocate(self, seq: Sequence, in_flight: list[int] | None = None) -> None:
+        """Give ``seq`` blocks for all its tokens, reusing cached prefix blocks.
+
+        ``in_flight``: block ids (from block 0) holding ``seq``'s first full blocks of tokens,
+        whose keys and values another sequence computes in the step ``seq`` first runs in.
+        Those past the prefix-cache hits are shared too, and count as computed.
+        """
         assert not seq.block_table, f"sequence {seq.seq_id} already has blocks"
-        hits = self._prefix_hits(seq)
-        for block_id in hits:  # prefix cache
+        reused, hits = self._reused(seq, in_flight)
+        for block_id in reused:
             block = self.blocks[block_id]
             if block.ref_count == 0:
                 del self.cached_block_ids[block_id]
             block.ref_count += 1
-        seq.block_table = hits + [self._take_block() for _ in range(seq.num_blocks - len(hits))]
-        seq.num_cached_tokens = seq.num_computed_tokens = len(hits) * self.block_size
-        seq.num_hashed_blocks = len(hits)
+        new = [self._take_block() for _ in range(seq.num_blocks - len(reused))]
+        seq.block_table = reused + new
+        seq.num_cached_tokens = seq.num_computed_tokens = len(reused) * self.block_size
+        seq.num_hashed_blocks = hits
 
     def deallocate(self, seq: Sequence) -> None:
         """Release ``seq``'s blocks (cached ones stay reusable) and reset its progress."""

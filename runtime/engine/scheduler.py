@@ -9,9 +9,11 @@ Continuous batching with chunked prefill under a per-step token budget
    to be recomputed later. Nothing fails for lack of blocks.
 2. **prefill**: running sequences part-way through their prompt get the next chunk.
 3. **admit**: waiting sequences are admitted (prefix-cache hits skip their cached blocks) while
-   the budget, ``max_num_seqs`` and free blocks allow. A sequence whose prompt shares full
-   blocks with a prompt still being prefilled waits until those blocks are cached, so
-   concurrent requests behind one long shared prefix compute it once.
+   the budget, ``max_num_seqs`` and free blocks allow. Concurrent requests behind one shared
+   prefix compute it once: a sequence whose prompt starts with full blocks that a prefill of
+   this step computes shares them and runs its own tokens in the same step (each layer writes
+   the step's keys and values before its attention reads them); one that would share blocks a
+   prefill computes only in a later step waits for them.
 
 The scheduler does not run the model or sample.
 """
@@ -64,42 +66,54 @@ class Scheduler:
             ):
                 scheduled.append((seq, 1))
                 budget -= 1
+        reach: dict[int, int] = {}  # prefills of this step: tokens computed once it has run
         for seq in [s for s in self.running if s.is_prefill]:  # prefill, continued
             if budget <= 0:
                 break
             num = min(seq.num_uncomputed_tokens, budget)
             scheduled.append((seq, num))
+            reach[seq.seq_id] = seq.num_computed_tokens + num
             budget -= num
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:  # admit
             seq = self.waiting[0]
-            if self._shares_pending_prefix(seq) or not self.block_manager.can_allocate(seq):
+            shared = self._in_flight_prefix(seq, reach)
+            if shared is None or not self.block_manager.can_allocate(seq, shared):
                 break
             self.waiting.popleft()
-            self.block_manager.allocate(seq)
+            self.block_manager.allocate(seq, shared)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             num = min(seq.num_uncomputed_tokens, budget)
             scheduled.append((seq, num))
+            reach[seq.seq_id] = seq.num_computed_tokens + num
             budget -= num
         return scheduled
 
-    def _shares_pending_prefix(self, seq: Sequence) -> bool:
-        """Whether a running prefill is computing full blocks that ``seq`` could reuse.
+    def _in_flight_prefix(self, seq: Sequence, reach: dict[int, int]) -> list[int] | None:
+        """The blocks of running prefills that will hold ``seq``'s leading full blocks once this
+        step has run (the longest such run; ``[]`` if none), or ``None`` if ``seq`` should wait:
+        a prefill computes full blocks it could reuse only in a later step.
 
-        Admitting ``seq`` a step or two later, once those blocks are in the prefix cache, saves
-        recomputing them: N concurrent calls behind one long shared prompt prefill it once.
+        Sharing them in this step, or admitting ``seq`` once a later step has computed them,
+        saves recomputing them: N concurrent calls behind one long shared prompt prefill it once.
         """
         size = self.block_manager.block_size
+        best: list[int] = []
         for other in self.running:
-            if not other.is_prefill:
+            if not other.is_prefill:  # (a decoding sequence's full blocks are in the cache)
                 continue
-            limit = min(seq.num_reusable_tokens, other.num_tokens)
-            common = next(
-                (i for i in range(limit) if seq.token_ids[i] != other.token_ids[i]), limit
-            )
-            if common // size > other.num_hashed_blocks:
-                return True
-        return False
+            limit = min(seq.num_reusable_tokens, other.num_tokens) // size * size
+            common = 0
+            while common < limit and (
+                seq.token_ids[common : common + size] == other.token_ids[common : common + size]
+            ):
+                common += size
+            ready = reach.get(other.seq_id, other.num_computed_tokens) // size * size
+            if common > ready:
+                return None
+            if common // size > len(best):
+                best = other.block_table[: common // size]
+        return best
 
     def _reserve(self, seq: Sequence, scheduled: list[Chunk]) -> bool:
         """Make room for ``seq``'s next token, preempting later sequences; False if ``seq`` went."""

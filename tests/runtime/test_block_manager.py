@@ -1,4 +1,5 @@
-"""The block manager under random allocate / append / share-prefix / free / evict sequences."""
+"""The block manager under random allocate / append / share-prefix / share-in-flight / free /
+evict sequences."""
 
 from __future__ import annotations
 
@@ -24,20 +25,32 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.bm = BlockManager(NUM_BLOCKS, BLOCK_SIZE)
         self.live: list[Sequence] = []
 
-    def _admit(self, token_ids: list[int]) -> Sequence | None:
+    def _admit(
+        self, token_ids: list[int], in_flight: list[int] | None = None, run: bool = True
+    ) -> Sequence | None:
         seq = Sequence(token_ids, SamplingParams(), block_size=BLOCK_SIZE)
-        if not self.bm.can_allocate(seq):
+        if not self.bm.can_allocate(seq, in_flight):
             assert self.bm.num_free_blocks < seq.num_blocks  # it really did not fit
             return None
-        self.bm.allocate(seq)
+        self.bm.allocate(seq, in_flight)
         assert len(seq.block_table) == seq.num_blocks
         assert seq.num_cached_tokens % BLOCK_SIZE == 0 and seq.num_cached_tokens < seq.num_tokens
-        for i in range(seq.num_cached_tokens // BLOCK_SIZE):  # prefix hits hold the same tokens
-            assert self.bm.blocks[seq.block_table[i]].token_ids == tuple(seq.block(i))
-        seq.num_computed_tokens = seq.num_tokens  # as if the prefill ran
-        self.bm.cache_computed_blocks(seq)
+        assert seq.num_cached_tokens >= BLOCK_SIZE * len(in_flight or [])
+        for i in range(seq.num_cached_tokens // BLOCK_SIZE):  # reused blocks hold its tokens
+            block = self.bm.blocks[seq.block_table[i]]
+            assert block.hash is None or block.token_ids == tuple(seq.block(i))
         self.live.append(seq)
+        if run:
+            self.run(seq)
         return seq
+
+    @rule(seq=seqs)
+    def run(self, seq: Sequence | None) -> None:
+        """The step that computes ``seq``'s uncomputed tokens ran."""
+        if seq is None or seq not in self.live:
+            return
+        seq.num_computed_tokens = seq.num_tokens
+        self.bm.cache_computed_blocks(seq)
 
     @rule(target=seqs, token_ids=tokens)
     def allocate(self, token_ids: list[int]) -> Sequence | None:
@@ -48,6 +61,22 @@ class BlockManagerMachine(RuleBasedStateMachine):
         if base is None:
             return None
         return self._admit(base.token_ids[:cut] + extra)
+
+    @rule(target=seqs, base=seqs, cut=st.integers(0, 9), extra=tokens, run=st.booleans())
+    def share_in_flight(
+        self, base: Sequence | None, cut: int, extra: list[int], run: bool
+    ) -> Sequence | None:
+        """A new sequence takes ``base``'s blocks for their common full blocks, computed or
+        not (as the scheduler hands over blocks a step is about to fill)."""
+        if base is None or base not in self.live:
+            return None
+        token_ids = base.token_ids[:cut] + extra
+        limit = min(len(token_ids) - 1, base.num_tokens) // BLOCK_SIZE  # (the last token reruns)
+        common = 0
+        probe = Sequence(token_ids, SamplingParams(), block_size=BLOCK_SIZE)
+        while common < limit and probe.block(common) == base.block(common):
+            common += 1
+        return self._admit(token_ids, base.block_table[:common], run)
 
     @rule(seq=seqs, token=st.integers(0, 2))
     def append(self, seq: Sequence | None, token: int) -> None:

@@ -234,10 +234,18 @@ def test_concurrent_requests_behind_one_long_prefix_compute_it_once():
         smol_llm().encode([{"role": "system", "content": system}, {"role": "user", "content": a}])
         for a in asks
     ]
-    seqs = engine.generate(prompts, SamplingParams(max_tokens=4))
+    params = SamplingParams(max_tokens=4)
+    seqs = [engine.add_request(p, params) for p in prompts]
+    before = engine.stats.tokens_computed
+    engine.step()  # one step prefills all four: the followers read the prefix it computes
+    assert all(s.num_computed_tokens == len(p) for s, p in zip(seqs, prompts, strict=True))
     shared = min(len(p) for p in prompts) // 2
     assert seqs[0].num_cached_tokens == 0
     assert all(s.num_cached_tokens >= shared for s in seqs[1:])  # followers reused the prefix
+    rows = sum(len(p) - s.num_cached_tokens for s, p in zip(seqs, prompts, strict=True))
+    assert engine.stats.tokens_computed - before == rows  # the shared blocks ran once
+    while not all(s.is_finished for s in seqs):
+        engine.step()
     assert [s.completion_token_ids for s in seqs] == [alone(tuple(p), 4) for p in prompts]
 
 
