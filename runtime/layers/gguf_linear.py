@@ -241,23 +241,27 @@ class GGUFLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T + b`` in float32."""
-        rows = x.reshape(-1, self.in_features)
-        if self.int8_activations:  # (every row count: a row's numbers never depend on its step)
-            if self._op is None:
-                out = reference_q8_linear(rows, self.q, self.scale, self.offset)
-            else:
-                out = self._op.q8_linear(rows, self.q, self.scale, self._offset_arg())
-            if self.bias is not None:
-                out += self.bias
-        elif self._op is None:
-            out = torch.nn.functional.linear(rows, self.dequantize(), self.bias)
-        else:
-            out = self._op.grouped_linear(rows, self.q, self.scale, self._offset_arg())
+        # (subtle: the decode loop makes ~100 of these calls per token; reshaping only inputs
+        # that are not 2-D and testing the kernel path first took ~0.8 ms off a 30 ms step)
+        rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        op = self._op
+        if op is not None and not self.int8_activations:
+            offset = self.offset
+            out = op.grouped_linear(rows, self.q, self.scale, _EMPTY if offset is None else offset)
             if out.shape[1] != self.out_features:  # (the last panel's padding)
                 out = out[:, : self.out_features]
             if self.bias is not None:
                 out += self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+        elif self.int8_activations:  # (every row count: a row's numbers never depend on its step)
+            if op is None:
+                out = reference_q8_linear(rows, self.q, self.scale, self.offset)
+            else:
+                out = op.q8_linear(rows, self.q, self.scale, self._offset_arg())
+            if self.bias is not None:
+                out += self.bias
+        else:
+            out = torch.nn.functional.linear(rows, self.dequantize(), self.bias)
+        return out if x.dim() == 2 else out.reshape(*x.shape[:-1], self.out_features)
 
     def _offset_arg(self) -> torch.Tensor:
         return self.offset if self.offset is not None else _EMPTY
