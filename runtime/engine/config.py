@@ -19,7 +19,10 @@ class EngineConfig:
     """Settings of the embedded engine.
 
     Attributes:
-        block_size: token slots per KV block (also the prefix-cache granularity).
+        block_size: token slots per KV block, also the prefix-cache granularity: a prompt
+            reuses a cached prefix in whole blocks. 8 rather than vLLM's 16: the eight chat
+            prompts of ``benchmarks/engine.py``'s batch run prefill 194 rows instead of 250,
+            with no change in decode speed.
         kv_cache_tokens: token slots in the paged KV cache (rounded down to whole blocks).
         max_num_seqs: sequences that may run at once (continuous batching width).
         max_num_batched_tokens: tokens one step may run (the chunked-prefill budget); running
@@ -55,7 +58,7 @@ class EngineConfig:
     256
     """
 
-    block_size: int = 16
+    block_size: int = 8
     kv_cache_tokens: int = 16384
     max_num_seqs: int = 16
     max_num_batched_tokens: int = 512
