@@ -102,17 +102,14 @@ class Scheduler:
         for other in self.running:
             if not other.is_prefill:  # (a decoding sequence's full blocks are in the cache)
                 continue
-            limit = min(seq.num_reusable_tokens, other.num_tokens) // size * size
+            limit = min(seq.num_reusable_tokens, other.num_tokens) // size  # in blocks
             common = 0
-            while common < limit and (
-                seq.token_ids[common : common + size] == other.token_ids[common : common + size]
-            ):
-                common += size
-            ready = reach.get(other.seq_id, other.num_computed_tokens) // size * size
-            if common > ready:
+            while common < limit and seq.block(common) == other.block(common):
+                common += 1
+            if common > reach.get(other.seq_id, other.num_computed_tokens) // size:
                 return None
-            if common // size > len(best):
-                best = other.block_table[: common // size]
+            if common > len(best):
+                best = other.block_table[:common]
         return best
 
     def _reserve(self, seq: Sequence, scheduled: list[Chunk]) -> bool:
