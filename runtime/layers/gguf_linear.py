@@ -3,21 +3,22 @@
 Every quantisation type of the models ragloom ships decodes, per group of ``g`` inputs of a
 row, as ``w = scale * q - offset`` with small integer codes ``q`` (see
 :mod:`ragloom.runtime.models.gguf_quant`). :class:`GGUFLinear` stores ``q`` as int8 with the
-float32 ``scale``/``offset`` of each group, 1.1-1.25 bytes per weight instead of float32's 4,
-and decodes them with the same float32 operations gguf uses. Its products therefore use
-*exactly* the weights of the float32 model; only the order in which the dot products are
-summed differs, as between any two GEMM libraries.
+float32 ``scale``/``offset`` of each group, 1.1-1.25 bytes per weight instead of float32's 4.
+Its products are the float32 model's, with each group's scale and offset taken out of the
+group's sum (``scale * sum(q * x) - offset * sum(x)``); the numbers differ from a product with
+the decoded weights only by float32 rounding, as between any two GEMM libraries, and
+:meth:`GGUFLinear.dequantize` gives exactly the float32 model's weights.
 
 A decode step streams every weight once, so on a memory-bound CPU it runs up to ~3x faster
 this way. Steps of every size run ``gguf_matmul.cpp``, compiled once per machine with the
 system's C++ compiler into ``cache_dir("kernels")`` and loaded as a torch op; it takes the codes
-in panels of 8 output rows (:func:`pack_panels`), decoded in registers for up to 31 rows and a
-block at a time into an L2 buffer from 32 (``benchmarks/gguf_kernel.py``: against torch's float32
-GEMM on the same weights, one row 2.3-5.3x, 132 rows 1.1-1.5x, 512 rows 0.99-1.16x). Torch's GEMM
-on tiles decoded per call, this module's path for long steps until 2026-11-29, lost to it in the
-engine (a cold 1,096-token prompt in 512-row chunks: 9.0/8.8/8.5 s against 8.5/6.4/7.9 s, before
-the decoded blocks). :func:`reference_linear` is the same product in plain torch, which the
-tests hold the kernel to and which runs where the kernel cannot (no compiler, no AVX2).
+in panels of 8 output rows (:func:`pack_panels`), converted in registers for up to 95 rows and a
+block at a time into an L2 buffer from 96 (``benchmarks/gguf_kernel.py`` compares it with torch's
+float32 GEMM on the same weights). Torch's GEMM on tiles decoded per call, this module's path
+for long steps until 2026-11-29, lost to it in the engine (a cold 1,096-token prompt in 512-row
+chunks: 9.0/8.8/8.5 s against 8.5/6.4/7.9 s). :func:`reference_linear` is the same product in
+plain torch with the decoded weights, which the tests hold the kernel to and which runs where
+the kernel cannot (no compiler, no AVX2).
 
 This module does not read GGUF files (the loader does) and does not quantise float weights.
 """

@@ -6,16 +6,21 @@
 //     w[n, k] = scale[n, k / g] * q[n, k] - offset[n, k / g]
 //
 // which is exactly how gguf dequantises Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 (g = 32), Q4_K/Q5_K (g = 32)
-// and Q6_K (g = 16). Each weight is decoded in registers with the same float32 operations, in
-// the same order (multiply, then subtract; built with -ffp-contract=off so no FMA fuses them),
-// so the products use the very weights the float32 model holds: only the summation order of
-// the dot products differs. A decode step then streams 1.1-1.25 bytes per weight instead of 4.
+// and Q6_K (g = 16). The products take each group's scale and offset out of its sum:
+//
+//     y[m, n] = sum_G ( scale[n, G] * sum_{k in G} q[n, k] x[m, k]  -  offset[n, G] * xsum[m, G] )
+//
+// (xsum: the group's sum of x). The codes become floats exactly, so this is the float32 model's
+// product with the multiplications regrouped: like two GEMM libraries, the numbers differ only
+// by float32 rounding, and the loop does one multiply per group instead of one per weight
+// (decode-sized steps 1.1-1.5x faster). A decode step streams 1.1-1.25 bytes per weight
+// instead of 4.
 //
 // Float32 activations (the default) take the codes in panels of 8 output rows, interleaved
 // input by input: q [N / 8, K, 8], scale and offset [N / 8, K / g, 8]
 // (ragloom.runtime.layers.gguf_linear.pack_panels).
 //   grouped_linear(x [M, K], q, scale, offset) -> [M, N]; `offset` may be empty.
-//   grouped_dequantize(q, scale, offset) -> [N, K] (the weights the products use).
+//   grouped_dequantize(q, scale, offset) -> [N, K] (the float32 model's weights).
 // Int8 activations (q8_linear, below) take the codes row by row, q [N, K].
 //
 // Built at run time for AVX2 + FMA by ragloom.runtime.layers.gguf_linear (never on the import
@@ -36,233 +41,245 @@ using ragloom::hsum8;
 
 // --- float32 activations: weights in panels of 8 output rows ---------------------------------
 //
-// One 8-byte load is the codes of one input for 8 outputs, decoded into one vector, and each
+// One 8-byte load is the codes of one input for 8 outputs, converted into one vector, and each
 // row of x meets it as a broadcast of one float. The kernel keeps R rows x NP panels of outputs
-// in registers, so x is read once per 8 outputs, and each decoded weight serves R rows. (Before,
+// in registers, so x is read once per 8 outputs, and each converted code serves R rows. (Before,
 // each output was a dot product over a row of codes: x was re-read for every output, from L2
-// for rows of 4,864 inputs, and the down projection ran at half speed; 8 rows at 896 x 4,864:
-// 92 -> 139 GFLOP/s on two threads, 54-256 rows of any layer 111-140 -> 140-157, where torch's
-// GEMM on decoded tiles of the weight ran 83-154.)
-// Every output is one FMA chain over its inputs in order: a row's result never depends on how
-// many rows share its step, nor on the threads.
+// for rows of 4,864 inputs, and the down projection ran at half speed.)
+//
+// Every output is the same chain of float32 operations whatever the rows beside it and the
+// threads: per group, an FMA chain over its inputs in order from zero, then folded into the
+// total as fma(scale, sum, total) and, with an offset, total - offset * xsum. A row's result
+// never depends on its step. (Decoding each weight as scale * q before its FMA, until
+// 2026-11-30, spent a multiply per weight on the FMA ports: two threads, Qwen2.5-0.5B's shapes,
+// 8 rows 121-137 -> 140-150 GFLOP/s, one row 41-48 -> 55-63.)
 
 constexpr int64_t kPanel = 8;
 
+// input k's codes of a panel, for its 8 outputs, as floats (exact: |q| <= 128)
+inline __m256 codes_panel(const int8_t* q) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q))));
+}
+
 // the weights of input k of a panel, for its 8 outputs: scale * q (- offset), as gguf decodes
+// (grouped_dequantize; built with -ffp-contract=off, so no FMA fuses the two)
 template <bool kOffset>
 inline __m256 decode_panel(const int8_t* q, const float* sc, const float* off) {
-  __m256 w = _mm256_mul_ps(
-      _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)))),
-      _mm256_loadu_ps(sc));
+  __m256 w = _mm256_mul_ps(codes_panel(q), _mm256_loadu_ps(sc));
   if constexpr (kOffset) w = _mm256_sub_ps(w, _mm256_loadu_ps(off));
   return w;
 }
 
-// y[r, 8p .. 8p + 7] = x[r] . W[panel p]^T for R rows of x (ldx apart) and NP panels (pq codes
-// and ps scales apart). The R * NP accumulators and either the NP decoded weights or the R
-// broadcasts (whichever are fewer) fit AVX2's 16 registers. (subtle) GCC kept the accumulators
-// in registers only with every small loop unrolled; else it stored them after each FMA.
+// total += scale * sum (- offset * xsum) for R rows x NP panels: group G's fold (see above)
 template <int R, int NP, bool kOffset>
-inline void panel_rows(const float* x, int64_t ldx, const int8_t* q, int64_t pq, const float* sc, const float* off,
-                       int64_t ps, int64_t K, int64_t g, float* y, int64_t ldy) {
-  __m256 acc[R][NP];
+inline void fold_group(__m256 (&total)[R][NP], const __m256 (&sum)[R][NP], const float* sc, const float* off,
+                       int64_t ps, const float* xsum, int64_t ldxs) {
+#pragma GCC unroll 8
+  for (int p = 0; p < NP; ++p) {
+    const __m256 s = _mm256_loadu_ps(sc + p * ps);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) total[r][p] = _mm256_fmadd_ps(s, sum[r][p], total[r][p]);
+    if constexpr (kOffset) {
+      const __m256 o = _mm256_loadu_ps(off + p * ps);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) total[r][p] = _mm256_fnmadd_ps(o, _mm256_broadcast_ss(xsum + r * ldxs), total[r][p]);
+    }
+  }
+}
+
+// input k's codes of a panel from a block already converted to float32 (the path from 96 rows)
+inline __m256 codes_panel(const float* w) { return _mm256_loadu_ps(w); }
+
+// y[r, 8p .. 8p + 7] = x[r] . W[panel p]^T for R rows of x (ldx apart) and NP panels (pq codes
+// and ps scales apart) over K inputs; xsum: the rows' group sums of x (ldxs apart), read only
+// with offsets; `add` starts from the totals in y (a block's previous slice of inputs). The
+// codes are int8 (converted here) or float32 (converted before). The group's sums and its codes
+// or its broadcasts (whichever are fewer) stay in AVX2's 16 registers; the totals, touched once
+// a group, may spill. (subtle) GCC kept the accumulators in registers only with every small loop
+// unrolled; else it stored them after each FMA.
+template <int R, int NP, bool kOffset, typename Code>
+inline void panel_rows(const float* x, int64_t ldx, const Code* q, int64_t pq, int64_t K, int64_t g, const float* sc,
+                       const float* off, int64_t ps, const float* xsum, int64_t ldxs, float* y, int64_t ldy,
+                       bool add) {
+  __m256 total[R][NP];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p) acc[r][p] = _mm256_setzero_ps();
-  int64_t in_group = 0;
-  for (int64_t k = 0; k < K; ++k) {
-    if constexpr (NP > R) {  // the broadcasts held, one decoded weight at a time
-      __m256 xr[R];
+    for (int p = 0; p < NP; ++p) total[r][p] = add ? _mm256_loadu_ps(y + r * ldy + p * kPanel) : _mm256_setzero_ps();
+  for (int64_t k0 = 0, G = 0; k0 < K; k0 += g, ++G) {
+    __m256 sum[R][NP];
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) xr[r] = _mm256_broadcast_ss(x + r * ldx + k);
+    for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-      for (int p = 0; p < NP; ++p) {
-        const __m256 w = decode_panel<kOffset>(q + p * pq + k * kPanel, sc + p * ps, kOffset ? off + p * ps : nullptr);
+      for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int64_t k = k0; k < k0 + g; ++k) {
+      if constexpr (NP > R) {  // the broadcasts held, one panel's codes at a time
+        __m256 xr[R];
 #pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) acc[r][p] = _mm256_fmadd_ps(w, xr[r], acc[r][p]);
-      }
-    } else {  // the decoded weights held, one broadcast at a time
-      __m256 w[NP];
+        for (int r = 0; r < R; ++r) xr[r] = _mm256_broadcast_ss(x + r * ldx + k);
 #pragma GCC unroll 8
-      for (int p = 0; p < NP; ++p)
-        w[p] = decode_panel<kOffset>(q + p * pq + k * kPanel, sc + p * ps, kOffset ? off + p * ps : nullptr);
+        for (int p = 0; p < NP; ++p) {
+          const __m256 w = codes_panel(q + p * pq + k * kPanel);
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k);
+          for (int r = 0; r < R; ++r) sum[r][p] = _mm256_fmadd_ps(w, xr[r], sum[r][p]);
+        }
+      } else {  // the codes held, one broadcast at a time
+        __m256 w[NP];
 #pragma GCC unroll 8
-        for (int p = 0; p < NP; ++p) acc[r][p] = _mm256_fmadd_ps(w[p], xr, acc[r][p]);
+        for (int p = 0; p < NP; ++p) w[p] = codes_panel(q + p * pq + k * kPanel);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k);
+#pragma GCC unroll 8
+          for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_fmadd_ps(w[p], xr, sum[r][p]);
+        }
       }
     }
-    if (++in_group == g) {  // on to the next group's scales (and offsets)
-      in_group = 0;
-      sc += kPanel;
-      if constexpr (kOffset) off += kPanel;
-    }
+    fold_group<R, NP, kOffset>(total, sum, sc + G * kPanel, kOffset ? off + G * kPanel : nullptr, ps, xsum + G, ldxs);
   }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p) _mm256_storeu_ps(y + r * ldy + p * kPanel, acc[r][p]);
+    for (int p = 0; p < NP; ++p) _mm256_storeu_ps(y + r * ldy + p * kPanel, total[r][p]);
 }
 
-// R rows of x over panels [p0, p1), NP panels at a time. NP for R rows: as many accumulators as
-// fit (one row: 8 chains hide the FMA latency; six rows x two panels: 12 FMAs per two decoded
-// weights, the most of any shape; seven or eight rows: one panel).
+// The operands of one product: x [M, K] (row-major), the panels, the rows' group sums of x
+// xsum [M, groups] (filled with offsets only), y [M, N].
+struct Product {
+  const float* x;
+  const int8_t* q;
+  const float* sc;
+  const float* off;
+  const float* xsum;
+  float* y;
+  int64_t M, N, K, g, groups;
+};
+
+// R rows of x from row m over panels [p0, p1), NP panels at a time. NP for R rows: as many
+// group sums as fit with their codes or broadcasts (measured: one row four panels, two rows
+// three, three to six rows two, seven or eight rows one).
 template <int R, bool kOffset>
-inline void panel_block(const float* x, int64_t ldx, const int8_t* q, const float* sc, const float* off, int64_t K,
-                        int64_t groups, int64_t g, int64_t p0, int64_t p1, float* y, int64_t N) {
-  constexpr int NP = R == 1 ? 8 : R == 2 ? 6 : R == 3 ? 4 : R == 4 ? 3 : R <= 6 ? 2 : 1;
-  const int64_t pq = K * kPanel, ps = groups * kPanel;
+inline void panel_block(const Product& a, int64_t m, int64_t p0, int64_t p1) {
+  constexpr int NP = R == 1 ? 4 : R == 2 ? 3 : R <= 6 ? 2 : 1;
+  const int64_t pq = a.K * kPanel, ps = a.groups * kPanel;
+  const float* x = a.x + m * a.K;
+  const float* xsum = a.xsum + m * a.groups;
+  float* y = a.y + m * a.N;
   int64_t p = p0;
   for (; p + NP <= p1; p += NP)
-    panel_rows<R, NP, kOffset>(x, ldx, q + p * pq, pq, sc + p * ps, kOffset ? off + p * ps : nullptr, ps, K, g,
-                               y + p * kPanel, N);
+    panel_rows<R, NP, kOffset>(x, a.K, a.q + p * pq, pq, a.K, a.g, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr,
+                               ps, xsum, a.groups, y + p * kPanel, a.N, false);
   for (; p < p1; ++p)
-    panel_rows<R, 1, kOffset>(x, ldx, q + p * pq, pq, sc + p * ps, kOffset ? off + p * ps : nullptr, ps, K, g,
-                              y + p * kPanel, N);
+    panel_rows<R, 1, kOffset>(x, a.K, a.q + p * pq, pq, a.K, a.g, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr,
+                              ps, xsum, a.groups, y + p * kPanel, a.N, false);
 }
 
 template <bool kOffset>
-void panel_block_any(int64_t rows, const float* x, const int8_t* q, const float* sc, const float* off, int64_t K,
-                     int64_t groups, int64_t g, int64_t p0, int64_t p1, float* y, int64_t N) {
+void panel_block_any(int64_t rows, const Product& a, int64_t m, int64_t p0, int64_t p1) {
   switch (rows) {
-    case 8: panel_block<8, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
-    case 7: panel_block<7, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
-    case 6: panel_block<6, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
-    case 5: panel_block<5, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
-    case 4: panel_block<4, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
-    case 3: panel_block<3, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
-    case 2: panel_block<2, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
-    case 1: panel_block<1, kOffset>(x, K, q, sc, off, K, groups, g, p0, p1, y, N); break;
+    case 8: panel_block<8, kOffset>(a, m, p0, p1); break;
+    case 7: panel_block<7, kOffset>(a, m, p0, p1); break;
+    case 6: panel_block<6, kOffset>(a, m, p0, p1); break;
+    case 5: panel_block<5, kOffset>(a, m, p0, p1); break;
+    case 4: panel_block<4, kOffset>(a, m, p0, p1); break;
+    case 3: panel_block<3, kOffset>(a, m, p0, p1); break;
+    case 2: panel_block<2, kOffset>(a, m, p0, p1); break;
+    case 1: panel_block<1, kOffset>(a, m, p0, p1); break;
     default: break;
   }
 }
 
-// --- 32 rows or more: each block of panels decoded once to float32, then plain FMAs ----------
+// --- 96 rows or more: each block of panels converted once to float32, then plain FMAs -------
 //
-// Decoding in registers costs a multiply (and a convert) per weight, which a step of many rows
-// repeats for every 6 of them. From 32 rows, each thread decodes 12 panels x 512 inputs at a
-// time into a buffer (192 KB, in L2) and runs only FMAs over it, 6 rows x 2 panels at a time: two
-// threads, Qwen2.5-0.5B's shapes, 54-512 rows 138-155 -> 164-187 GFLOP/s (below 32 rows the
-// decode in registers was faster). Each output's FMA chain is the same, in the same order (a
-// slice's sums are stored and picked up by the next): the numbers equal the other path's.
-constexpr int64_t kDecodedRows = 32;
-constexpr int64_t kDecodedPanels = 12;  // panels decoded at a time
-constexpr int64_t kSlice = 512;         // inputs decoded at a time
+// Converting in registers costs a convert per code, which a step of many rows repeats for
+// every six of them. From 96 rows, each thread converts 12 panels x 512 inputs at a time into a
+// buffer (192 KB, in L2) and runs only FMAs over it, four rows x two panels at a time. (Two
+// threads, Qwen2.5-0.5B's shapes, this path against the one above: 32-64 rows 0.88-0.96x,
+// 96 rows 0.98-1.07x, 256-512 rows 1.02-1.10x.) Each output's chain of operations is the one
+// above, in the same order (a slice's totals are stored and picked up by the next; slices hold
+// whole groups): the numbers equal the other path's.
+constexpr int64_t kDecodedRows = 96;
+constexpr int64_t kDecodedPanels = 12;  // panels converted at a time
+constexpr int64_t kSlice = 512;         // inputs converted at a time (a multiple of every group size)
 
-// float_rows / float_block: panel_rows / panel_block over decoded weights w [panels][kc][8];
-// `add` picks up the sums of the previous slice of inputs from y
-template <int R, int NP>
-inline void float_rows(const float* x, int64_t ldx, const float* w, int64_t pw, int64_t kc, float* y, int64_t ldy,
-                       bool add) {
-  __m256 acc[R][NP];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p) acc[r][p] = add ? _mm256_loadu_ps(y + r * ldy + p * kPanel) : _mm256_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
-    __m256 wv[NP];
-#pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p) wv[p] = _mm256_loadu_ps(w + p * pw + k * kPanel);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k);
-#pragma GCC unroll 8
-      for (int p = 0; p < NP; ++p) acc[r][p] = _mm256_fmadd_ps(wv[p], xr, acc[r][p]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-    for (int p = 0; p < NP; ++p) _mm256_storeu_ps(y + r * ldy + p * kPanel, acc[r][p]);
-}
-
-template <int R>
-inline void float_block(const float* x, int64_t ldx, const float* w, int64_t panels, int64_t kc, float* y, int64_t N,
-                        bool add) {
-  constexpr int NP = R <= 4 ? 3 : R <= 6 ? 2 : 1;
-  const int64_t pw = kc * kPanel;
+// float_block: panel_block over codes converted to float32, w [panels][kc][8], for the inputs
+// [k0, k0 + kc) (whole groups, from group G0), picking up the previous slice's totals from y.
+// Four rows x two panels: eight sums, their totals (a few spill), the codes and a broadcast
+// (measured against six rows x two panels and three x two, with the totals in registers, in y
+// or in a stack buffer).
+template <int R, bool kOffset>
+inline void float_block(const Product& a, int64_t m, const float* w, int64_t b, int64_t panels, int64_t k0,
+                        int64_t kc) {
+  constexpr int NP = 2;  // (R is at most 4)
+  const int64_t pw = kc * kPanel, ps = a.groups * kPanel, G0 = k0 / a.g;
+  const float* x = a.x + m * a.K + k0;
+  const float* xsum = a.xsum + m * a.groups + G0;
+  const float* sc = a.sc + b * ps + G0 * kPanel;
+  const float* off = kOffset ? a.off + b * ps + G0 * kPanel : nullptr;
+  float* y = a.y + m * a.N + b * kPanel;
   int64_t p = 0;
-  for (; p + NP <= panels; p += NP) float_rows<R, NP>(x, ldx, w + p * pw, pw, kc, y + p * kPanel, N, add);
-  for (; p < panels; ++p) float_rows<R, 1>(x, ldx, w + p * pw, pw, kc, y + p * kPanel, N, add);
+  for (; p + NP <= panels; p += NP)
+    panel_rows<R, NP, kOffset>(x, a.K, w + p * pw, pw, kc, a.g, sc + p * ps, kOffset ? off + p * ps : nullptr, ps,
+                               xsum, a.groups, y + p * kPanel, a.N, k0 > 0);
+  for (; p < panels; ++p)
+    panel_rows<R, 1, kOffset>(x, a.K, w + p * pw, pw, kc, a.g, sc + p * ps, kOffset ? off + p * ps : nullptr, ps,
+                              xsum, a.groups, y + p * kPanel, a.N, k0 > 0);
 }
 
-inline void float_block_any(int64_t rows, const float* x, int64_t ldx, const float* w, int64_t panels, int64_t kc,
-                            float* y, int64_t N, bool add) {
+template <bool kOffset>
+inline void float_block_any(int64_t rows, const Product& a, int64_t m, const float* w, int64_t b, int64_t panels,
+                            int64_t k0, int64_t kc) {
   switch (rows) {
-    case 6: float_block<6>(x, ldx, w, panels, kc, y, N, add); break;
-    case 5: float_block<5>(x, ldx, w, panels, kc, y, N, add); break;
-    case 4: float_block<4>(x, ldx, w, panels, kc, y, N, add); break;
-    case 3: float_block<3>(x, ldx, w, panels, kc, y, N, add); break;
-    case 2: float_block<2>(x, ldx, w, panels, kc, y, N, add); break;
-    case 1: float_block<1>(x, ldx, w, panels, kc, y, N, add); break;
+    case 4: float_block<4, kOffset>(a, m, w, b, panels, k0, kc); break;
+    case 3: float_block<3, kOffset>(a, m, w, b, panels, k0, kc); break;
+    case 2: float_block<2, kOffset>(a, m, w, b, panels, k0, kc); break;
+    case 1: float_block<1, kOffset>(a, m, w, b, panels, k0, kc); break;
     default: break;
   }
 }
 
-// inputs [k0, k0 + kc) of one panel, decoded as decode_panel decodes them into w: input k's
-// 8 weights at w + k * ldw. (subtle: a separate function with plain pointer arguments; written
-// inline in a parallel_for lambda, the loop re-read the captured pointers after every store)
-template <bool kOffset>
-inline void decode_slice(const int8_t* q, const float* sc, const float* off, int64_t k0, int64_t kc, int64_t g,
-                         float* w, int64_t ldw) {
-  const int64_t G0 = k0 / g;
-  int64_t in_group = k0 - G0 * g;
-  sc += G0 * kPanel;
-  if constexpr (kOffset) off += G0 * kPanel;
-  for (int64_t k = 0; k < kc; ++k) {
-    _mm256_storeu_ps(w + k * ldw, decode_panel<kOffset>(q + (k0 + k) * kPanel, sc, off));
-    if (++in_group == g) {
-      in_group = 0;
-      sc += kPanel;
-      if constexpr (kOffset) off += kPanel;
-    }
-  }
+// inputs [k0, k0 + kc) of one panel's codes, converted into w: input k's 8 at w + k * ldw.
+// (subtle: a separate function with plain pointer arguments; written inline in a parallel_for
+// lambda, the loop re-read the captured pointers after every store)
+inline void convert_slice(const int8_t* q, int64_t k0, int64_t kc, float* w, int64_t ldw) {
+  for (int64_t k = 0; k < kc; ++k) _mm256_storeu_ps(w + k * ldw, codes_panel(q + (k0 + k) * kPanel));
 }
 
 template <bool kOffset>
-void linear_decoded(const float* x, int64_t M, const int8_t* q, const float* sc, const float* off, int64_t N,
-                    int64_t K, int64_t g, float* y) {
-  const int64_t groups = K / g, panels = N / kPanel;
-  ragloom::parallel_for(0, panels, 2, [&](int64_t begin, int64_t end) {
+void linear_decoded(const Product& a) {
+  constexpr int64_t kRowsAtOnce = 4;
+  ragloom::parallel_for(0, a.N / kPanel, 2, [&](int64_t begin, int64_t end) {
     static thread_local std::vector<float> buffer;  // (per thread of the pool, kept)
     buffer.resize(kDecodedPanels * kSlice * kPanel);
     float* w = buffer.data();
     for (int64_t b = begin; b < end; b += kDecodedPanels) {
       const int64_t n_panels = std::min(end, b + kDecodedPanels) - b;
-      for (int64_t k0 = 0; k0 < K; k0 += kSlice) {
-        const int64_t kc = std::min(kSlice, K - k0);
-        for (int64_t p = 0; p < n_panels; ++p)
-          decode_slice<kOffset>(q + (b + p) * K * kPanel, sc + (b + p) * groups * kPanel,
-                                kOffset ? off + (b + p) * groups * kPanel : nullptr, k0, kc, g, w + p * kc * kPanel,
-                                kPanel);
-        for (int64_t m = 0; m < M; m += 6)
-          float_block_any(std::min<int64_t>(6, M - m), x + m * K + k0, K, w, n_panels, kc, y + m * N + b * kPanel, N,
-                          k0 > 0);
+      for (int64_t k0 = 0; k0 < a.K; k0 += kSlice) {
+        const int64_t kc = std::min(kSlice, a.K - k0);
+        for (int64_t p = 0; p < n_panels; ++p) convert_slice(a.q + (b + p) * a.K * kPanel, k0, kc, w + p * kc * kPanel, kPanel);
+        for (int64_t m = 0; m < a.M; m += kRowsAtOnce)
+          float_block_any<kOffset>(std::min(kRowsAtOnce, a.M - m), a, m, w, b, n_panels, k0, kc);
       }
     }
   });
 }
 
 template <bool kOffset>
-void linear_impl(const float* x, int64_t M, const int8_t* q, const float* sc, const float* off, int64_t N,
-                 int64_t K, int64_t g, float* y) {
-  if (M >= kDecodedRows) {
-    linear_decoded<kOffset>(x, M, q, sc, off, N, K, g, y);
+void linear_impl(const Product& a) {
+  if (a.M >= kDecodedRows && kSlice % a.g == 0) {
+    linear_decoded<kOffset>(a);
     return;
   }
-  const int64_t groups = K / g, panels = N / kPanel;
-  // up to 8 rows (decodes) in one pass over the weights, which stream from memory once; 9-31
+  // up to 8 rows (decodes) in one pass over the weights, which stream from memory once; 9-95
   // rows 6 at a time, over blocks of panels that stay in L2 (192 KB) while the rows pass
-  const int64_t rows_at_once = M <= 8 ? M : 6;
-  const int64_t block = M <= 8 ? 24 : std::clamp<int64_t>((192 << 10) / (K * kPanel), 6, 24);
-  ragloom::parallel_for(0, panels, 2, [&](int64_t begin, int64_t end) {
+  const int64_t rows_at_once = a.M <= 8 ? a.M : 6;
+  const int64_t block = a.M <= 8 ? 24 : std::clamp<int64_t>((192 << 10) / (a.K * kPanel), 6, 24);
+  ragloom::parallel_for(0, a.N / kPanel, 2, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; b += block) {
       const int64_t b_end = std::min(end, b + block);
-      for (int64_t m = 0; m < M; m += rows_at_once)
-        panel_block_any<kOffset>(std::min(rows_at_once, M - m), x + m * K, q, sc, off, K, groups, g, b, b_end,
-                                 y + m * N, N);
+      for (int64_t m = 0; m < a.M; m += rows_at_once)
+        panel_block_any<kOffset>(std::min(rows_at_once, a.M - m), a, m, b, b_end);
     }
   });
 }
@@ -287,23 +304,37 @@ at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& q, const at::Te
   auto sizes = x.sizes().vec();
   sizes.back() = N;
   auto y = at::empty({M, N}, x.options());
-  if (offset.numel())
-    linear_impl<true>(xc.data_ptr<float>(), M, q.data_ptr<int8_t>(), scale.data_ptr<float>(), offset.data_ptr<float>(),
-                      N, K, g, y.data_ptr<float>());
+  const bool with_offset = offset.numel() > 0;
+  const int64_t groups = K / g;
+  const float* xp = xc.data_ptr<float>();
+  // each row's group sums of x, in order (with offsets only): the same numbers on every path
+  std::vector<float> xsum(with_offset ? M * groups : 0);
+  for (int64_t m = 0; with_offset && m < M; ++m)
+    for (int64_t G = 0; G < groups; ++G) {
+      float total = 0.f;
+      for (int64_t k = G * g; k < (G + 1) * g; ++k) total += xp[m * K + k];
+      xsum[m * groups + G] = total;
+    }
+  const Product a{xp, q.data_ptr<int8_t>(), scale.data_ptr<float>(), with_offset ? offset.data_ptr<float>() : nullptr,
+                  xsum.data(), y.data_ptr<float>(), M, N, K, g, groups};
+  if (with_offset)
+    linear_impl<true>(a);
   else
-    linear_impl<false>(xc.data_ptr<float>(), M, q.data_ptr<int8_t>(), scale.data_ptr<float>(), nullptr, N, K, g,
-                       y.data_ptr<float>());
+    linear_impl<false>(a);
   return y.view(sizes);
 }
 
 // panel by panel into w^T [K, 8 * panels]
 template <bool kOffset>
 void dequant_impl(const int8_t* q, const float* sc, const float* off, int64_t panels, int64_t K, int64_t g, float* wt) {
-  const int64_t groups = K / g;
+  const int64_t groups = K / g, ldw = panels * kPanel;
   ragloom::parallel_for(0, panels, 4, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p)
-      decode_slice<kOffset>(q + p * K * kPanel, sc + p * groups * kPanel, kOffset ? off + p * groups * kPanel : nullptr,
-                            0, K, g, wt + p * kPanel, panels * kPanel);
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t s = (p * groups + k / g) * kPanel;
+        _mm256_storeu_ps(wt + k * ldw + p * kPanel,
+                         decode_panel<kOffset>(q + (p * K + k) * kPanel, sc + s, kOffset ? off + s : nullptr));
+      }
   });
 }
 

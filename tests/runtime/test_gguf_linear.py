@@ -48,13 +48,14 @@ def test_kernel_builds_here():
 
 @pytest.mark.parametrize("group", [8, 16, 32])
 @pytest.mark.parametrize("with_offset", [False, True])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 31, 64, 65, 130, 300])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 31, 95, 96, 130, 301])
 # 600: several threads' blocks of panels; 75: the last panel of 8 rows padded
 @pytest.mark.parametrize("outputs", [75, 600])
 @pytest.mark.parametrize("inputs", [256, 1280])
 def test_kernel_matches_reference(group, with_offset, rows, outputs, inputs):
-    # up to 8 rows in one pass (1-8 rows at once: their own numbers of panels), 9-31 rows 6 at
-    # a time and the 1-5 left over, from 32 rows on weights decoded to float32 a block at a time
+    # up to 8 rows in one pass (1-8 rows at once: their own numbers of panels), 9-95 rows 6 at
+    # a time and the 1-5 left over, from 96 rows on codes converted to float32 a block at a time,
+    # 4 rows at a time and the 1-3 left over
     # (1,280 inputs: three slices of at most 512)
     q, scale, offset = grouped(outputs, inputs, group, with_offset)
     bias = torch.randn(outputs)
