@@ -5,7 +5,8 @@ fused gate/up and down projections, the LM head), with random int8 codes and per
 the model's own types, runs ``M`` rows of activations through
 
 - ``kernel``: :class:`~ragloom.runtime.layers.gguf_linear.GGUFLinear`, the codes in panels of 8
-  rows, decoded in registers (what the engine runs), and
+  rows, converted in registers below 96 rows and a block at a time from 96, each group's scale
+  taken out of its sum (what the engine runs), and
 - ``torch``: ``torch.nn.functional.linear`` on the float32 weights those codes decode to (the
   baseline: what an engine holding float32 weights runs, at 4 bytes a weight).
 
