@@ -40,10 +40,13 @@ __all__ = [
     "check_gguf_weights",
     "gguf_kernel",
     "pack_panels",
+    "pack_quads",
+    "q8_shift",
     "reference_dequantize",
     "reference_linear",
     "reference_q8_linear",
     "unpack_panels",
+    "unpack_quads",
     "use_gguf_weights",
 ]
 
@@ -125,6 +128,50 @@ def unpack_panels(t: torch.Tensor, rows: int | torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(-1, t.shape[1])[:rows]
 
 
+def q8_shift(q: torch.Tensor) -> int:
+    """The shift that stores a layer's codes unsigned for the int8 kernel, ``q + shift`` within
+    0..63 (``-min(q)``, or 0 where no code is negative), or -1 where they span more than 64
+    values and keep their sign (Q8_0).
+
+    >>> q8_shift(torch.tensor([[-16, 15]], dtype=torch.int8))
+    16
+    >>> q8_shift(torch.tensor([[-90, 5]], dtype=torch.int8))
+    -1
+    """
+    lo, hi = (int(v) for v in torch.aminmax(q))
+    shift = max(0, -lo)
+    return shift if hi + shift <= 63 else -1
+
+
+def pack_quads(q: torch.Tensor, shift: int) -> torch.Tensor:
+    """Codes row by row ``[n, c]`` or in panels (:func:`pack_panels`) -> the int8 kernel's
+    layout, panels of 8 rows four columns at a time, ``[ceil(n / 8), c / 4, 8, 4]`` viewed as
+    ``[ceil(n / 8), c, 8]``, each code plus ``shift`` (when ``shift > 0``).
+
+    >>> pack_quads(torch.arange(16, dtype=torch.int8).view(2, 8), 0)[0, :8].flatten()[:12]
+    tensor([0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0], dtype=torch.int8)
+    """
+    panels = q if q.dim() == 3 else pack_panels(q)
+    count, cols, _ = panels.shape
+    if shift > 0:
+        panels = panels + shift  # (within int8: q + shift <= 63)
+    quads = panels.reshape(count, cols // 4, 4, PANEL).transpose(2, 3)
+    return quads.reshape(count, cols, PANEL).contiguous()
+
+
+def unpack_quads(t: torch.Tensor, rows: int, shift: int) -> torch.Tensor:
+    """The inverse of :func:`pack_quads`: the first ``rows`` rows of codes, ``[rows, c]``.
+
+    >>> q = torch.randint(-16, 16, (10, 8), dtype=torch.int8)
+    >>> torch.equal(unpack_quads(pack_quads(q, 16), 10, 16), q)
+    True
+    """
+    count, cols, _ = t.shape
+    panels = t.reshape(count, cols // 4, PANEL, 4).transpose(2, 3).reshape(count, cols, PANEL)
+    q = unpack_panels(panels, rows)
+    return q - shift if shift > 0 else q.contiguous()
+
+
 def _q8_fits(group_size: int, in_features: int) -> bool:
     """Whether a layer's shape allows int8 activations (groups of 16 or 32, inputs % 32)."""
     return group_size in (16, 32) and in_features % 32 == 0
@@ -152,8 +199,10 @@ class GGUFLinear(nn.Module):
     """A linear layer over GGUF-quantised weights: int8 codes with per-group scale/offset.
 
     Where the kernel runs float32 products, ``q``, ``scale`` and ``offset`` are held in its
-    panel layout (:func:`pack_panels`, ``packed`` is True); else row by row. They may be given
-    in either layout (the converted-weights cache holds panels, so a load copies nothing).
+    panel layout (:func:`pack_panels`, ``packed`` is True); where it runs int8 activations,
+    the codes four inputs at a time (:func:`pack_quads`, shifted by ``shift``) and the scales in
+    panels; else row by row. They may be given row by row or in panels (the converted-weights
+    cache holds panels, so a float32 load copies nothing).
 
     Args:
         q: int8 codes ``[out, in]``, or in panels ``[ceil(out / 8), in, 8]``.
@@ -207,8 +256,13 @@ class GGUFLinear(nn.Module):
                 if use_kernel:
                     raise
         self.packed = self._op is not None and not int8_activations
+        self.shift: int | None = None  # (the codes' shift, where they are in quads)
         if self.packed:
             q, scale, offset = _in_panels(q, scale, offset)
+        elif self._op is not None:  # int8 activations on the kernel
+            q, scale, offset = _in_panels(q, scale, offset)
+            self.shift = q8_shift(q)
+            q = pack_quads(q, self.shift)
         else:
             q, scale, offset = _in_rows(q, scale, offset, self.out_features)
         self.q = nn.Parameter(q.contiguous(), requires_grad=False)
@@ -230,12 +284,16 @@ class GGUFLinear(nn.Module):
 
     def codes(self) -> Grouped:
         """``(q, scale, offset)`` row by row (``[out, in]``, ``[out, groups]``)."""
-        return _in_rows(self.q, self.scale, self.offset, self.out_features)
+        if self.shift is None:
+            return _in_rows(self.q, self.scale, self.offset, self.out_features)
+        rows = self.out_features
+        offset = None if self.offset is None else unpack_panels(self.offset, rows)
+        return unpack_quads(self.q, rows, self.shift), unpack_panels(self.scale, rows), offset
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight ``[out, in]`` (the values the float32 model holds)."""
         if not self.packed:  # (int8 activations never decode a weight: the reference's values)
-            return reference_dequantize(self.q, self.scale, self.offset)
+            return reference_dequantize(*self.codes())
         return self._op.grouped_dequantize(self.q, self.scale, self._offset_arg())[
             : self.out_features
         ]
@@ -257,7 +315,9 @@ class GGUFLinear(nn.Module):
             if op is None:
                 out = reference_q8_linear(rows, self.q, self.scale, self.offset)
             else:
-                out = op.q8_linear(rows, self.q, self.scale, self._offset_arg())
+                out = op.q8_linear(rows, self.q, self.shift, self.scale, self._offset_arg())
+                if out.shape[1] != self.out_features:  # (the last panel's padding)
+                    out = out[:, : self.out_features]
             if self.bias is not None:
                 out += self.bias
         else:
@@ -270,6 +330,7 @@ class GGUFLinear(nn.Module):
     def extra_repr(self) -> str:
         kind = "kernel" if self._op is not None else "reference"
         kind += ", panels" if self.packed else ""
+        kind += f", quads shifted by {self.shift}" if self.shift is not None else ""
         q8 = ", int8 activations" if self.int8_activations else ""
         return (
             f"in={self.in_features}, out={self.out_features}, group={self.group_size}, {kind}{q8}"
@@ -449,9 +510,13 @@ def use_gguf_weights(
         swapped.append(name)
         tied = embeddings.get(id(linear.weight))
         if tied is not None:  # (its weight is the one just checked)
-            embedding = GGUFEmbedding(
-                layer.q, layer.scale, layer.offset, num_embeddings=layer.out_features
+            # (one copy of the codes, the head's, unless they are in quads for int8 products)
+            codes = (
+                (q, scale, offset)
+                if layer.shift is not None
+                else (layer.q, layer.scale, layer.offset)
             )
+            embedding = GGUFEmbedding(*codes, num_embeddings=layer.out_features)
             _replace(model, tied, embedding)
             swapped.append(tied)
     for module in model.modules():  # (GGUF layers hold codes, and a bias of their own)

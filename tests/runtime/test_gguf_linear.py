@@ -21,10 +21,13 @@ from ragloom.runtime.layers.gguf_linear import (
     KernelUnavailableError,
     gguf_kernel,
     pack_panels,
+    pack_quads,
+    q8_shift,
     reference_dequantize,
     reference_linear,
     reference_q8_linear,
     unpack_panels,
+    unpack_quads,
     use_gguf_weights,
 )
 from ragloom.runtime.layers.kernels import cpu_kernels
@@ -134,15 +137,32 @@ def test_kernel_keeps_leading_dimensions_and_uses_threads():
 # --- int8 activations (quantization="gguf-q8") ------------------------------------------
 
 
+# code ranges: as gguf's types store them (Q8_0 signed and wide; Q5_0, Q6_K and Q4_K narrow
+# enough to be shifted to unsigned), and one that starts above zero
+Q8_CODES = {
+    "q8_0": (-128, 127, -1),
+    "q5_0": (-16, 15, 16),
+    "q6_k": (-32, 31, 32),
+    "q4_k": (0, 15, 0),
+}
+
+
 @pytest.mark.parametrize("group", [16, 32])
 @pytest.mark.parametrize("with_offset", [False, True])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9, 32, 70])
-def test_q8_kernel_matches_its_reference(group, with_offset, rows):
-    q, scale, offset = grouped(40, 256, group, with_offset)
-    bias = torch.randn(40)
+@pytest.mark.parametrize("codes", list(Q8_CODES))
+def test_q8_kernel_matches_its_reference(group, with_offset, rows, codes):
+    lo, hi, shift = Q8_CODES[codes]
+    q, scale, offset = grouped(44, 256, group, with_offset)  # (44: a padded last panel)
+    q = torch.randint(
+        lo, hi + 1, q.shape, dtype=torch.int8, generator=torch.Generator().manual_seed(1)
+    )
+    bias = torch.randn(44)
     x = torch.randn(rows, 256)
     x[0, 32:64] = 0.0  # an all-zero block: scale 0, codes 0
     layer = GGUFLinear(q, scale, offset, bias, use_kernel=True, int8_activations=True)
+    assert layer.shift == shift
+    assert torch.equal(layer.codes()[0], q)  # (the quads give back the codes)
     want = reference_q8_linear(x, q, scale, offset) + bias
     got = layer(x)
     # the integer dot products are exact: only the float32 sums of the scaled groups differ
@@ -151,6 +171,21 @@ def test_q8_kernel_matches_its_reference(group, with_offset, rows):
     exact = reference_linear(x, q, scale, offset) + bias
     assert (got - exact).abs().max() < 0.02 * exact.abs().max()
     assert not torch.equal(got, exact)  # (it is another arithmetic)
+    # a row's numbers do not depend on the rows beside it
+    assert torch.equal(layer(x[-1:]), got[-1:])
+
+
+def test_q8_shift_and_quads_round_trip():
+    assert q8_shift(torch.tensor([[3, 60]], dtype=torch.int8)) == 0
+    assert q8_shift(torch.tensor([[-1, 62]], dtype=torch.int8)) == 1
+    assert q8_shift(torch.tensor([[-1, 63]], dtype=torch.int8)) == -1  # (64 + 1 values)
+    q = torch.randint(-32, 32, (13, 64), dtype=torch.int8)
+    quads = pack_quads(q, 32)
+    assert quads.shape == (2, 64, 8) and int(quads.min()) >= 0
+    assert torch.equal(unpack_quads(quads, 13, 32), q)
+    assert torch.equal(pack_quads(pack_panels(q), 32), quads)  # (from panels too)
+    # output 1's inputs 4..7 are the second quad's second four bytes
+    assert torch.equal(quads[0].reshape(16, 8, 4)[1, 1], q[1, 4:8] + 32)
 
 
 def test_q8_reference_layer_and_long_inputs():
@@ -385,8 +420,9 @@ class Tiny(torch.nn.Module):
         return self.head(self.norm(self.embed(ids)))
 
 
+@pytest.mark.parametrize("int8", [False, True])
 @pytest.mark.parametrize("tied", [True, False])
-def test_embeddings_run_on_codes_and_no_float_tensor_keeps_the_loaded_storage(tied):
+def test_embeddings_run_on_codes_and_no_float_tensor_keeps_the_loaded_storage(tied, int8):
     q, scale, offset = grouped(16, 64, 32, True)
     q2, scale2, _ = grouped(16, 64, 16, False, seed=1)
     model = Tiny(tied)
@@ -400,11 +436,15 @@ def test_embeddings_run_on_codes_and_no_float_tensor_keeps_the_loaded_storage(ti
     layers = {"head": (q, scale, offset)}
     if not tied:
         layers["embed"] = (q2, scale2, None)
-    assert use_gguf_weights(model, layers) == ["head", "embed"]
+    assert use_gguf_weights(model, layers, int8_activations=int8) == ["head", "embed"]
     assert isinstance(model.embed, GGUFEmbedding)
     assert torch.equal(model.embed(ids), want_rows)  # the same rows, bit for bit
-    torch.testing.assert_close(model(ids), want, rtol=1e-5, atol=1e-4)
-    if tied:  # one copy of the codes, shared
+    if int8:  # (another arithmetic: about a percent)
+        assert model.head.int8_activations
+        assert (model(ids) - want).abs().max() < 0.02 * want.abs().max()
+    else:
+        torch.testing.assert_close(model(ids), want, rtol=1e-5, atol=1e-4)
+    if tied and not int8:  # one copy of the codes, shared
         assert model.embed.q is model.head.q
     assert model.norm.weight.data_ptr() != loaded["norm.weight"]  # copied off the loaded file
     assert not isinstance(model.embed, torch.nn.Embedding)
