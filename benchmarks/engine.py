@@ -9,7 +9,8 @@
     engine with float32 weights (``"none"``), against HF transformers ``generate`` on the same
     weights in float32, target 2x; against llama.cpp (ragloom's cyllama backend on the same
     GGUF, the CPU ceiling); of the engine with the same GGUF weights and int8 activations
-    (``"gguf-q8"``, llama.cpp's arithmetic: ``gguf_q8_*``, with its batch speed-up as in (c));
+    (``"gguf-q8"``, llama.cpp's arithmetic: ``gguf_q8_*``, with its batch speed-up as in (c)
+    and, without ``--quick``, its time to first token as in (a));
     and, without ``--quick``, of the engine with int8 weight-only re-quantisation and with
     torch.ao dynamic int8. Quality against float32 is the share of the
     float32 engine's greedy tokens an engine reproduces before the first difference, and the
@@ -67,6 +68,13 @@ engine RSS peak 1.55-1.57 GB. Then with float32 blocks from 32 rows: ``--threads
 (cold 6.64 s), decode 4.46x HF, llama.cpp 0.67x, batch 2.63x (ceiling 4.24x, 62%);
 ``--threads 1`` TTFT 20.2x (cold 10.5 s), decode 2.55x, llama.cpp 0.80x, batch 2.45x (ceiling
 3.28x, 75%); engine RSS peak 1.54-1.55 GB.
+
+Then (each group's scale taken out of its sum; gguf-q8's codes in panels, four inputs at a
+time), two runs at ``--threads 2``: TTFT 25.1-25.9x, decode 4.63-4.75x HF, llama.cpp
+0.71-0.90x, batch 2.40-2.50x (ceiling 3.45-3.56x, 70%); gguf-q8 decode 0.72-1.05x llama.cpp,
+batch 3.25-3.62x, cold TTFT 4.23 s against the exact mode's 5.77 s. ``--threads 1``: TTFT
+28.3x, decode 3.26x HF, llama.cpp 0.99x, batch 2.32x (ceiling 3.14x); gguf-q8 1.07x llama.cpp,
+batch 2.80x. Engine RSS peak 1.51-1.52 GB.
 
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.
@@ -268,8 +276,11 @@ def bench_quantized(
         f"{key}_greedy_prefix_match": prefix,
         f"{key}_logprob_delta_per_token": delta,
     }
-    if batch_n:
-        out |= {f"{key}_{k}": v for k, v in bench_batch(llm, batch_n).items()}
+    if batch_n:  # (a full run: also its time to first token, cold and cached)
+        turns = bench_batch(llm, batch_n, repeats=min(2, repeats))  # (as the default's)
+        out |= {f"{key}_{k}": v for k, v in turns.items()}
+        ttft = bench_ttft(llm, repeats)
+        out |= {f"{key}_{k}": ttft[k] for k in ("ttft_cold_s", "ttft_cached_s", "ttft_speedup")}
     return out
 
 

@@ -8,7 +8,10 @@ the model's own types, runs ``M`` rows of activations through
   rows, converted in registers below 96 rows and a block at a time from 96, each group's scale
   taken out of its sum (what the engine runs), and
 - ``torch``: ``torch.nn.functional.linear`` on the float32 weights those codes decode to (the
-  baseline: what an engine holding float32 weights runs, at 4 bytes a weight).
+  baseline: what an engine holding float32 weights runs, at 4 bytes a weight), and
+- ``q8``: the same layer with int8 activations (``quantization="gguf-q8"``, llama.cpp's
+  arithmetic: the codes four inputs at a time, integer dot products), checked against
+  ``reference_q8_linear``; ``q8_vs_kernel`` is its speed over the float32 kernel's.
 
 Rows: 1 (a decode), 8 (eight decodes batched), 54 and 132 (prefill chunks of the engine
 benchmark's batch run), 512 (a full prefill chunk). Copies of each layer, 64 MB of codes in all,
@@ -17,7 +20,8 @@ are cycled so that a decode reads its weights from memory, as in a model, not fr
 GFLOP/s (best of a few repeats; the two take turns) and ``kernel_vs_torch`` per shape and row
 count; the last line is one JSON object with ``kernel_vs_torch_min``/``_max`` and
 ``kernel_vs_torch_rows_1_mean``
-(the one-row ratio over all shapes, where the kernel reads 1.1-1.25 bytes a weight instead of 4).
+(the one-row ratio over all shapes, where the kernel reads 1.1-1.25 bytes a weight instead of 4),
+and ``q8_vs_kernel`` with its ``_min``/``_max``.
 
 Usage: ``python benchmarks/gguf_kernel.py [--quick] [--threads N]``.
 """
@@ -32,31 +36,34 @@ from collections.abc import Callable
 
 import torch
 
-from ragloom.runtime.layers.gguf_linear import GGUFLinear
+from ragloom.runtime.layers.gguf_linear import GGUFLinear, reference_q8_linear
 
-# (name, outputs, inputs, group, with offset): Q5_0 / Q8_0 (32, no offset), Q4_K (32, offset),
-# Q6_K (16, no offset), as in the model file
+# (name, outputs, inputs, group, with offset, codes from, to): Q5_0 (32, no offset, -16..15),
+# Q8_0 (32, no offset, -127..127), Q4_K (32, offset, 0..15), Q6_K (16, no offset, -32..31), as
+# in the model file
 SHAPES = {
-    "qkv": (1152, 896, 32, False),
-    "o": (896, 896, 32, False),
-    "gate_up": (9728, 896, 32, False),
-    "down_q6k": (896, 4864, 16, False),
-    "down_q4k": (896, 4864, 32, True),
-    "lm_head": (151936, 896, 32, False),
+    "qkv": (1152, 896, 32, False, -16, 15),
+    "o": (896, 896, 32, False, -16, 15),
+    "gate_up": (9728, 896, 32, False, -16, 15),
+    "down_q6k": (896, 4864, 16, False, -32, 31),
+    "down_q4k": (896, 4864, 32, True, 0, 15),
+    "lm_head": (151936, 896, 32, False, -127, 127),
 }
+Shape = tuple[int, int, int, bool, int, int]
 
 
 CYCLED_CODES = 64 << 20  # bytes of codes cycled through per shape
 
 
-def layers(outputs: int, inputs: int, group: int, offset: bool, copies: int) -> list[GGUFLinear]:
+def layers(shape: Shape, copies: int, int8: bool) -> list[GGUFLinear]:
+    outputs, inputs, group, offset, low, high = shape
     gen = torch.Generator().manual_seed(outputs + inputs)
     out = []
     for _ in range(copies):
-        q = torch.randint(-16, 16, (outputs, inputs), dtype=torch.int8, generator=gen)
+        q = torch.randint(low, high + 1, (outputs, inputs), dtype=torch.int8, generator=gen)
         scale = torch.rand(outputs, inputs // group, generator=gen) / 16
         extra = torch.rand(outputs, inputs // group, generator=gen) / 16 if offset else None
-        out.append(GGUFLinear(q, scale, extra, use_kernel=True))
+        out.append(GGUFLinear(q, scale, extra, use_kernel=True, int8_activations=int8))
     return out
 
 
@@ -72,17 +79,25 @@ def best_time(fn: Callable[[int], object], copies: int, repeats: int) -> float:
 
 
 def bench_shape(
-    name: str, shape: tuple[int, int, int, bool], rows_list: list[int], copies: int, repeats: int
-) -> dict[str, float]:
-    """``{f"{name}_rows_{rows}": kernel_vs_torch}`` for one layer shape, printing the rates."""
-    outputs, inputs, group, offset = shape
-    kernels = layers(outputs, inputs, group, offset, copies)
+    name: str, shape: Shape, rows_list: list[int], copies: int, repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``{f"{name}_rows_{rows}": kernel_vs_torch}`` and the same for ``q8_vs_kernel``, for one
+    layer shape, printing the rates."""
+    outputs, inputs = shape[:2]
+    kernels = layers(shape, copies, int8=False)
     weights = [k.dequantize() for k in kernels]
-    ratios = {}
+    q8 = layers(shape, copies, int8=True)
+    ratios, q8_ratios = {}, {}
     for rows in rows_list:
         x = torch.randn(rows, inputs)
         want = torch.nn.functional.linear(x, weights[0])
         got = kernels[0](x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+        # (the reference's float64 sums on 2,048 outputs: on the head's 151,936 they take GBs)
+        q, scale, offset = (None if t is None else t[:2048] for t in q8[0].codes())
+        assert q is not None and scale is not None
+        want = reference_q8_linear(x, q, scale, offset)
+        got = q8[0](x)[:, :2048]
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
         def kernel(i: int, x: torch.Tensor = x) -> object:
@@ -91,18 +106,24 @@ def bench_shape(
         def dense(i: int, x: torch.Tensor = x) -> object:
             return torch.nn.functional.linear(x, weights[i])
 
-        t_kernel = t_torch = float("inf")
+        def int8(i: int, x: torch.Tensor = x) -> object:
+            return q8[i](x)
+
+        t_kernel = t_torch = t_q8 = float("inf")
         for _ in range(2):  # (taking turns)
             t_kernel = min(t_kernel, best_time(kernel, copies, repeats))
             t_torch = min(t_torch, best_time(dense, copies, repeats))
+            t_q8 = min(t_q8, best_time(int8, copies, repeats))
         gflop = 2 * rows * outputs * inputs / 1e9
         ratios[f"{name}_rows_{rows}"] = t_torch / t_kernel
+        q8_ratios[f"{name}_rows_{rows}"] = t_kernel / t_q8
         print(
             f"{name:9s} rows {rows:4d}: kernel {gflop / t_kernel:6.1f} GFLOP/s, "
-            f"torch {gflop / t_torch:6.1f}, kernel_vs_torch {t_torch / t_kernel:5.2f}",
+            f"torch {gflop / t_torch:6.1f}, kernel_vs_torch {t_torch / t_kernel:5.2f}; "
+            f"q8 {gflop / t_q8:6.1f}, q8_vs_kernel {t_kernel / t_q8:5.2f}",
             flush=True,
         )
-    return ratios
+    return ratios, q8_ratios
 
 
 def main() -> None:
@@ -116,10 +137,13 @@ def main() -> None:
     names = ["gate_up", "down_q6k"] if args.quick else list(SHAPES)
     repeats = 3 if args.quick else 5
     ratios: dict[str, float] = {}
+    q8_ratios: dict[str, float] = {}
     for name in names:
         outputs, inputs = SHAPES[name][:2]
         copies = -(-CYCLED_CODES // (outputs * inputs))  # (twice this CPU's L3 cache at least)
-        ratios |= bench_shape(name, SHAPES[name], rows_list, copies, repeats)
+        shape_ratios, shape_q8 = bench_shape(name, SHAPES[name], rows_list, copies, repeats)
+        ratios |= shape_ratios
+        q8_ratios |= shape_q8
     one_row = [v for k, v in ratios.items() if k.endswith("_rows_1")]
     report = {
         "threads": threads,
@@ -128,6 +152,9 @@ def main() -> None:
         "kernel_vs_torch_min": round(min(ratios.values()), 3),
         "kernel_vs_torch_max": round(max(ratios.values()), 3),
         "kernel_vs_torch_rows_1_mean": round(sum(one_row) / len(one_row), 3),
+        "q8_vs_kernel": {k: round(v, 3) for k, v in q8_ratios.items()},
+        "q8_vs_kernel_min": round(min(q8_ratios.values()), 3),
+        "q8_vs_kernel_max": round(max(q8_ratios.values()), 3),
     }
     print(json.dumps(report))
 
