@@ -20,6 +20,11 @@ app = typer.Typer()
 def demo(
     model: str = typer.Option(None, help="Model name for load_llm (default: the embedded one)."),
     question: str = typer.Option(None, help="Ask this instead of the corpus's demo question."),
+    backend: str = typer.Option(
+        "auto",
+        help="auto (the torch engine where its weights are ready here, else llama.cpp), "
+        "torch, llamacpp, openai or vllm.",
+    ),
 ) -> None:
     """Index a real corpus and answer a multi-hop question with the parallel planner agent."""
     from rich.console import Console
@@ -27,7 +32,7 @@ def demo(
     from ragloom.planners.demo import run_demo
 
     with tempfile.TemporaryDirectory(prefix="ragloom-demo-") as workdir:
-        run_demo(Console(), model=model, question=question, workdir=Path(workdir))
+        run_demo(Console(), model=model, question=question, workdir=Path(workdir), backend=backend)
 
 
 @app.command()

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DemoCorpus",
+    "demo_agent",
     "demo_corpus",
+    "demo_llm",
     "hotpot_corpus",
     "print_event",
     "run_demo",
@@ -165,18 +167,15 @@ def run_demo(
     question: str | None = None,
     llm: Any = None,
     embedder: Any = None,
+    backend: str = "auto",
 ) -> Any:
     """Index the demo corpus and answer the question with streaming output; returns the result.
 
-    ``llm`` and ``embedder`` replace the embedded model and MiniLM (tests use fakes).
+    ``llm`` and ``embedder`` replace the embedded model and MiniLM (tests use fakes);
+    ``backend`` is :func:`demo_llm`'s.
     """
     from ragloom._sync import run_sync
-    from ragloom.agent import Agent
-    from ragloom.planners.llmcompiler import LLMCompilerPlanner
-    from ragloom.planners.prompts import MULTIHOP_EXAMPLES
-    from ragloom.planners.reaper import CitingAnswerer
     from ragloom.retrievers.index import build_index
-    from ragloom.runtime import load_llm
 
     corpus = demo_corpus(workdir)
     t0 = time.perf_counter()
@@ -187,22 +186,65 @@ def run_demo(
     console.print(f"indexed in {time.perf_counter() - t0:.1f}s")
     console.rule("[bold]2. Load the embedded model")
     if llm is None:
-        llm = load_llm(model) if model else load_llm()
+        llm, why = demo_llm(model or DEMO_MODEL, backend)
+        console.print(why)
     console.print(f"model: {llm.model_name}")
-    planner = LLMCompilerPlanner(llm, examples=MULTIHOP_EXAMPLES)
-    # The citing answerer writes a sentence with [chunk ids]; the default JSON joiner answers in
-    # a word, which a 0.5B model turns into a bare chunk id on two-part questions.
-    agent = Agent(
-        llm,
-        [search_tool(index.retriever)],
-        planner=planner,
-        joiner=CitingAnswerer(llm),
-        max_replans=0,
-    )
+    agent = demo_agent(llm, index.retriever)
     ask = question or corpus.question
     console.rule("[bold]3. Plan lines as they stream, and the task timeline")
     console.print(f"[bold]Question:[/bold] {ask}\n")
     return run_sync(stream_answer(console, agent, ask))
+
+
+DEMO_MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+def demo_llm(model: str = DEMO_MODEL, backend: str = "auto") -> tuple[Any, str]:
+    """The demo's model on ``backend``, and a line saying which backend and why.
+
+    ``"auto"`` takes the fastest backend at equal outputs that is ready: the torch engine with
+    int8 activations where its kernels are built and the model's weights converted on this
+    machine (``benchmarks/demo_backends.py``: this job 2.2x as fast as llama.cpp, the same plan and
+    answer), else :func:`~ragloom.runtime.load_llm`'s choice, llama.cpp where it is installed,
+    which starts in a second where the engine's first load converts the model (about a
+    minute). Any other ``backend`` is passed to ``load_llm`` as it is.
+    """
+    from ragloom.runtime.factory import load_llm, pick_backend, torch_engine_ready
+
+    if backend != "auto":
+        return load_llm(model, backend), f"backend: {backend} (asked for)"
+    if torch_engine_ready(model):
+        llm = load_llm(model, "torch", quantization="gguf-q8")
+        return (
+            llm,
+            "backend: torch engine, int8 activations (its weights are ready here: the fastest)",
+        )
+    chosen = pick_backend("auto")
+    if chosen == "llamacpp":
+        why = "llamacpp (the torch engine is not ready here: its first load converts the model)"
+    else:
+        why = f"{chosen} (llama.cpp is not installed)"
+    return load_llm(model, chosen), f"backend: {why}"
+
+
+def demo_agent(llm: Any, retriever: Any) -> Any:
+    """The demo's agent: LLMCompiler plans (multi-hop examples) over one search tool, and an
+    answerer that cites its chunks, with no replanning (``benchmarks/demo_backends.py`` runs
+    the same agent on each backend)."""
+    from ragloom.agent import Agent
+    from ragloom.planners.llmcompiler import LLMCompilerPlanner
+    from ragloom.planners.prompts import MULTIHOP_EXAMPLES
+    from ragloom.planners.reaper import CitingAnswerer
+
+    # The citing answerer writes a sentence with [chunk ids]; the default JSON joiner answers in
+    # a word, which a 0.5B model turns into a bare chunk id on two-part questions.
+    return Agent(
+        llm,
+        [search_tool(retriever)],
+        planner=LLMCompilerPlanner(llm, examples=MULTIHOP_EXAMPLES),
+        joiner=CitingAnswerer(llm),
+        max_replans=0,
+    )
 
 
 async def stream_answer(console: Console, agent: Any, question: str) -> Any:

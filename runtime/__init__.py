@@ -47,6 +47,7 @@ _LAZY: dict[str, str] = {
     "pick_backend": "ragloom.runtime.factory",
     "plan_grammar": "ragloom.runtime.constrained",
     "resolve_model": "ragloom.runtime.model_files",
+    "torch_engine_ready": "ragloom.runtime.factory",
 }
 
 __all__ = sorted([*llm.__all__, *_LAZY])

@@ -41,7 +41,7 @@ import torch
 from ragloom._config import cache_dir
 from ragloom.errors import ConfigError
 
-__all__ = ["KernelUnavailableError", "available_kernels", "cpu_kernels"]
+__all__ = ["KernelUnavailableError", "available_kernels", "cpu_kernels", "kernels_built"]
 
 _SOURCES = tuple(
     Path(__file__).with_name(name)
@@ -71,6 +71,35 @@ def cpu_kernels() -> Any:
         KernelUnavailableError: this CPU lacks AVX2/FMA, no C++ compiler is found (``$CXX``
             or ``g++``) or the build fails (the compiler's last lines are in the message).
     """
+    compiler, library = _library()
+    if library.exists():
+        _touch(library)
+    else:
+        _build(compiler, library)
+        _prune(library)
+    try:
+        torch.ops.load_library(str(library))
+    except OSError as exc:  # a damaged file in the cache: drop it so the next call rebuilds
+        library.unlink(missing_ok=True)
+        raise KernelUnavailableError(f"cannot load ragloom's CPU kernels {library}: {exc}") from exc
+    return torch.ops
+
+
+def kernels_built() -> bool:
+    """Whether this machine's cache holds a build of the kernels' current sources (so that
+    :func:`cpu_kernels` loads them without compiling); False where they cannot be built."""
+    try:
+        return _library()[1].exists()
+    except KernelUnavailableError:
+        return False
+
+
+def _library() -> tuple[str, Path]:
+    """The C++ compiler and the cached library's path for the current sources, flags and torch.
+
+    Raises:
+        KernelUnavailableError: no AVX2/FMA or no compiler.
+    """
     capability = torch.backends.cpu.get_cpu_capability()
     if capability not in ("AVX2", "AVX512"):
         raise KernelUnavailableError(
@@ -85,18 +114,7 @@ def cpu_kernels() -> Any:
     for source in (*_SOURCES, *_HEADERS):
         digest.update(source.read_bytes())
     digest.update(f"{torch.__version__} {compiler} {_FLAGS}".encode())
-    library = cache_dir("kernels") / f"{_STEM}-{digest.hexdigest()[:16]}.so"
-    if library.exists():
-        _touch(library)
-    else:
-        _build(compiler, library)
-        _prune(library)
-    try:
-        torch.ops.load_library(str(library))
-    except OSError as exc:  # a damaged file in the cache: drop it so the next call rebuilds
-        library.unlink(missing_ok=True)
-        raise KernelUnavailableError(f"cannot load ragloom's CPU kernels {library}: {exc}") from exc
-    return torch.ops
+    return compiler, cache_dir("kernels") / f"{_STEM}-{digest.hexdigest()[:16]}.so"
 
 
 @functools.cache

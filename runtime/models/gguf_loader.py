@@ -33,7 +33,7 @@ from ragloom.runtime.models.config import ModelConfig
 from ragloom.runtime.models.llama import LlamaForCausalLM
 from ragloom.runtime.models.qwen2 import Qwen2ForCausalLM
 
-__all__ = ["ARCHITECTURES", "LoadedModel", "file_sha256", "load_gguf"]
+__all__ = ["ARCHITECTURES", "LoadedModel", "file_sha256", "load_gguf", "weights_cached"]
 
 ARCHITECTURES: dict[str, type[LlamaForCausalLM]] = {
     "llama": LlamaForCausalLM,
@@ -97,6 +97,19 @@ def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def weights_cached(path: str | Path) -> bool:
+    """Whether the GGUF file ``path`` was converted and its quantised linear weights cached and
+    checked on this machine, so that loading it converts nothing (the first load of a model
+    does: a minute and ~4.5 GB for Qwen2.5-0.5B). Reads the file once to hash it."""
+    from ragloom.runtime.models.gguf_quant import linears_cached
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return False
+    folder = cache_dir("weights", file_sha256(path))
+    return (folder / "done").exists() and linears_cached(folder)
 
 
 def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> LoadedModel:

@@ -262,6 +262,11 @@ def linears_checked(folder: Path) -> bool:
     return (folder / _CHECKED_NAME).exists()
 
 
+def linears_cached(folder: Path) -> bool:
+    """Whether ``folder`` holds the quantised linear weights, checked (:func:`linears_checked`)."""
+    return (folder / _CACHE_NAME).exists() and linears_checked(folder)
+
+
 def mark_linears_checked(folder: Path) -> None:
     """Record that the cached GGUF weights in ``folder`` decode to its float32 weights."""
     (folder / _CHECKED_NAME).touch()

@@ -72,3 +72,35 @@ def test_commands_are_registered(command: str) -> None:
     out = CliRunner().invoke(app, [command, "--help"])
     assert out.exit_code == 0, out.output
     assert "planner" in out.output
+
+
+@pytest.mark.parametrize(
+    ("backend", "ready", "auto", "want", "said"),
+    [
+        ("auto", True, "llamacpp", ("torch", {"quantization": "gguf-q8"}), "torch engine"),
+        ("auto", False, "llamacpp", ("llamacpp", {}), "not ready here"),
+        ("auto", False, "torch", ("torch", {}), "llama.cpp is not installed"),
+        ("llamacpp", True, "llamacpp", ("llamacpp", {}), "asked for"),
+    ],
+)
+def test_the_demo_takes_the_torch_engine_where_it_is_ready(
+    monkeypatch, backend, ready, auto, want, said
+) -> None:
+    from ragloom.planners.demo import demo_llm
+    from ragloom.runtime import factory
+
+    loads = []
+    monkeypatch.setattr(factory, "torch_engine_ready", lambda model: ready)
+    monkeypatch.setattr(factory, "pick_backend", lambda name="auto": auto)
+    monkeypatch.setattr(
+        factory, "load_llm", lambda model, name, **kw: loads.append((model, name, kw)) or "llm"
+    )
+    llm, why = demo_llm("some-model", backend)
+    assert llm == "llm" and loads == [("some-model", *want)]
+    assert said in why
+
+
+def test_torch_engine_ready_is_false_for_what_it_cannot_resolve(tmp_path) -> None:
+    from ragloom.runtime.factory import torch_engine_ready
+
+    assert not torch_engine_ready(str(tmp_path / "missing.gguf"))

@@ -280,6 +280,17 @@ def test_damaged_cached_library_is_reported_and_dropped(monkeypatch, tmp_path):
         cpu_kernels.cache_clear()
 
 
+def test_kernels_built_says_whether_this_machine_has_a_build(monkeypatch, tmp_path):
+    from ragloom.runtime.layers.kernels import kernels_built
+
+    gguf_kernel()  # (built, or loaded from the cache)
+    assert kernels_built()
+    monkeypatch.setenv("RAGLOOM_CACHE_DIR", str(tmp_path / "cache"))  # an empty cache
+    assert not kernels_built()
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))  # cannot be built at all
+    assert not kernels_built()
+
+
 def test_new_builds_prune_the_least_recently_used(monkeypatch, tmp_path):
     kernels = tmp_path / "cache" / "kernels"
     kernels.mkdir(parents=True)
@@ -494,10 +505,13 @@ def test_gguf_linears_are_checked_against_the_float_weights_once_per_cache(tmp_p
 
     from ragloom.runtime.layers import gguf_linear
     from ragloom.runtime.model_files import resolve_model
-    from ragloom.runtime.models.gguf_loader import load_gguf
+    from ragloom.runtime.models.gguf_loader import load_gguf, weights_cached
+    from ragloom.runtime.models.gguf_quant import linears_cached
 
     loaded = load_gguf(resolve_model("smollm2-135m-instruct"))
     loaded.gguf_linears()  # (the shared cache is built)
+    assert weights_cached(loaded.path)  # (so the engine's next load converts nothing)
+    assert not weights_cached(tmp_path / "missing.gguf")
     cache = "gguf_linears.v3.safetensors"
     shutil.copy(loaded.weights_dir / cache, tmp_path / cache)
     copy = dataclasses.replace(loaded, weights_dir=tmp_path)
@@ -514,6 +528,7 @@ def test_gguf_linears_are_checked_against_the_float_weights_once_per_cache(tmp_p
     state["model.layers.3.mlp.down_proj.q"][5, 7] += 1
     save_file(state, tmp_path / cache)
     (tmp_path / "gguf_linears.v3.checked").unlink()
+    assert not linears_cached(tmp_path)  # (not checked: a load would check it first)
     with pytest.raises(ConfigError, match="model.layers.3.mlp.down_proj: the GGUF weights decode"):
         copy.gguf_linears()
     assert not (tmp_path / "gguf_linears.v3.checked").exists()
