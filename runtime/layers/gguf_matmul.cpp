@@ -594,7 +594,8 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& q, int64_t shift, co
   const float* xp = xc.data_ptr<float>();
   int8_t* xqp = xq.data_ptr<int8_t>();
   for (int64_t m = 0; m < M; ++m)
-    quantize_row_q8(xp + m * K, K, g, shift, xqp + m * K, dx.data() + m * (K / 32), base.data() + m * groups);
+    quantize_row_q8(xp + m * K, K, g, shift, xqp + m * K, dx.data() + m * (K / 32),
+                    shift > 0 ? base.data() + m * groups : nullptr);  // (base: only with a shift)
   if (with_offset) group_sums(xp, M, K, g, xsum.data());
   auto sizes = x.sizes().vec();
   sizes.back() = N;
