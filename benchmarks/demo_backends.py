@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ragloom._sync import run_sync
-from ragloom.planners.demo import demo_agent, demo_corpus
+from ragloom.planners.demo import DEMO_MODEL, demo_agent, demo_corpus
 from ragloom.retrievers.index import build_index
 from ragloom.runtime import load_llm
 from ragloom.runtime.threads import default_num_threads
@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one cold run each, no exact engine")
     parser.add_argument("--threads", type=int, default=0, help="0: the idle cores")
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--model", default=DEMO_MODEL)
     args = parser.parse_args()
     threads = args.threads or default_num_threads()
     names = ["llamacpp", "torch_q8"] if args.quick else list(BACKENDS)

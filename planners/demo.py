@@ -52,6 +52,7 @@ STDLIB_MODULES = (
     "difflib", "string", "struct", "queue", "sched", "contextlib", "dataclasses",
 )  # fmt: skip
 
+DEMO_MODEL = "qwen2.5-coder-0.5b-instruct"
 HOTPOT_QUESTION = "Which band was formed first, The Exies or Circus Diablo?"
 STDLIB_QUESTION = (
     "Which module compresses files in the gzip format, and which one computes the median of data?"
@@ -194,9 +195,6 @@ def run_demo(
     console.rule("[bold]3. Plan lines as they stream, and the task timeline")
     console.print(f"[bold]Question:[/bold] {ask}\n")
     return run_sync(stream_answer(console, agent, ask))
-
-
-DEMO_MODEL = "qwen2.5-coder-0.5b-instruct"
 
 
 def demo_llm(model: str = DEMO_MODEL, backend: str = "auto") -> tuple[Any, str]:
