@@ -14,6 +14,7 @@ not run them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -94,8 +95,15 @@ class LoadedModel:
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    with path.open("rb") as f:
+    """Hex sha256 of a file's bytes (remembered per path, size and modification time: checking
+    that a model is ready and then loading it read the 491 MB file twice)."""
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
