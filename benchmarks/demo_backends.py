@@ -1,11 +1,12 @@
 """Benchmark: the ``make demo`` job on each CPU backend, which is fastest, and whether they agree.
 
 ``make demo`` (``ragloom demo``) indexes a corpus and runs the planner agent (LLMCompiler plans
-over one search tool, then an answerer that cites its chunks) on the embedded model, through
-``load_llm()``, which picks llama.cpp where ``cyllama`` is installed. This runs that same agent
-(:func:`ragloom.planners.demo.demo_agent`) on the same index and question on
+over one search tool, then an answerer that cites its chunks) on the backend that
+:func:`ragloom.planners.demo.demo_llm` picks from what this benchmark finds. This runs that same
+agent (:func:`ragloom.planners.demo.demo_agent`) on the same index and question on
 
-- ``llamacpp``: the cyllama backend with ragloom's prefix-state cache (what ``make demo`` runs),
+- ``llamacpp``: the cyllama backend with ragloom's prefix-state cache (what ``make demo`` runs
+  until the torch engine's weights are converted on the machine),
 - ``torch``: the embedded engine, exact (``quantization="auto"``: the GGUF file's weights, the
   float32 model's arithmetic),
 - ``torch_q8``: the embedded engine with int8 activations (``"gguf-q8"``, llama.cpp's
