@@ -3,7 +3,8 @@
 Every quantisation type of the models ragloom ships decodes, per group of ``g`` inputs of a
 row, as ``w = scale * q - offset`` with small integer codes ``q`` (see
 :mod:`ragloom.runtime.models.gguf_quant`). :class:`GGUFLinear` stores ``q`` as int8 with the
-float32 ``scale``/``offset`` of each group, 1.1-1.25 bytes per weight instead of float32's 4.
+float32 ``scale``/``offset`` of each group, 1.1-1.25 bytes per weight instead of float32's 4
+(0.6-0.75 where the codes lie in 0..15, Q4_K and Q4_1: two to a byte, :func:`pack_nibbles`).
 Its products are the float32 model's, with each group's scale and offset taken out of the
 group's sum (``scale * sum(q * x) - offset * sum(x)``); the numbers differ from a product with
 the decoded weights only by float32 rounding, as between any two GEMM libraries, and
@@ -46,12 +47,17 @@ __all__ = [
     "KernelUnavailableError",
     "check_gguf_weights",
     "gguf_kernel",
+    "nibbles_fit",
+    "pack_nibble_quads",
+    "pack_nibbles",
     "pack_panels",
     "pack_quads",
     "q8_shift",
     "reference_dequantize",
     "reference_linear",
     "reference_q8_linear",
+    "unpack_nibble_quads",
+    "unpack_nibbles",
     "unpack_panels",
     "unpack_quads",
     "use_gguf_weights",
@@ -179,6 +185,55 @@ def unpack_quads(t: torch.Tensor, rows: int, shift: int) -> torch.Tensor:
     return q - shift if shift > 0 else q.contiguous()
 
 
+def nibbles_fit(q: torch.Tensor) -> bool:
+    """Whether codes (after any shift) all lie in 0..15, so that two share a byte.
+
+    >>> nibbles_fit(torch.tensor([[0, 15]], dtype=torch.int8)), nibbles_fit(torch.tensor([[-1, 3]]))
+    (True, False)
+    """
+    lo, hi = (int(v) for v in torch.aminmax(q))
+    return lo >= 0 and hi <= 15
+
+
+def pack_nibbles(panels: torch.Tensor) -> torch.Tensor:
+    """Codes of 0..15 in panels (:func:`pack_panels`, ``[p, c, 8]`` int8) -> two per byte,
+    ``[p, c / 2, 8]`` uint8: column ``2i`` in the low four bits, ``2i + 1`` in the high four
+    (half the bytes a decode step streams; the kernel's products are the same bit for bit).
+
+    >>> pack_nibbles(torch.tensor([[[1] * 8, [2] * 8]], dtype=torch.int8))[0, 0, 0].item()
+    33
+    """
+    count, cols, width = panels.shape
+    pairs = panels.view(count, cols // 2, 2, width).to(torch.uint8)
+    return (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).contiguous()
+
+
+def unpack_nibbles(t: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`pack_nibbles`: int8 codes in panels ``[p, c, 8]``."""
+    count, half, width = t.shape
+    pairs = torch.stack([t & 15, t >> 4], dim=2)
+    return pairs.reshape(count, 2 * half, width).to(torch.int8)
+
+
+def pack_nibble_quads(quads: torch.Tensor) -> torch.Tensor:
+    """Shifted codes of 0..15 in quads (:func:`pack_quads`) -> two per byte, ``[p, c / 2, 8]``
+    uint8: each 32 bytes hold eight inputs of a panel, the first quad's codes in the low four
+    bits and the second's in the high four (what the int8 kernel's ``maddubs`` takes apart with
+    one shift and two masks).
+    """
+    count, cols, _ = quads.shape
+    pairs = quads.reshape(count, cols // 8, 2, 32).to(torch.uint8)
+    return (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(count, cols // 2, PANEL)
+
+
+def unpack_nibble_quads(t: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`pack_nibble_quads`: int8 quads ``[p, c, 8]``."""
+    count, half, _ = t.shape
+    rows = t.reshape(count, half // 4, 32)
+    pairs = torch.stack([rows & 15, rows >> 4], dim=2)
+    return pairs.reshape(count, 2 * half, PANEL).to(torch.int8)
+
+
 def _q8_fits(group_size: int, in_features: int) -> bool:
     """Whether a layer's shape allows int8 activations (groups of 16 or 32, inputs % 32)."""
     return group_size in (16, 32) and in_features % 32 == 0
@@ -223,6 +278,9 @@ class GGUFLinear(nn.Module):
             dot products (llama.cpp's CPU arithmetic; see :func:`reference_q8_linear`): faster,
             at a small change in the numbers. Each row is quantised on its own, so a row's
             result does not depend on the other rows of its step.
+        nibbles: on the kernel, hold codes of 0..15 (after the int8 path's shift; Q4_K, Q4_1)
+            two to a byte (:func:`pack_nibbles`, :func:`pack_nibble_quads`): the same numbers,
+            fewer bytes per decode step. None: wherever the codes fit; False: never.
 
     Raises:
         ConfigError: the shapes or dtypes do not fit together (the message names which), or
@@ -244,6 +302,7 @@ class GGUFLinear(nn.Module):
         use_kernel: bool | None = None,
         int8_activations: bool = False,
         out_features: int | None = None,
+        nibbles: bool | None = None,
     ) -> None:
         super().__init__()
         self.out_features = _check(q, scale, offset, bias, out_features)
@@ -264,12 +323,17 @@ class GGUFLinear(nn.Module):
                     raise
         self.packed = self._op is not None and not int8_activations
         self.shift: int | None = None  # (the codes' shift, where they are in quads)
+        self.nibbles = False  # (codes two to a byte, uint8)
         if self.packed:
             q, scale, offset = _in_panels(q, scale, offset)
+            if nibbles is not False and nibbles_fit(q):
+                q, self.nibbles = pack_nibbles(q), True
         elif self._op is not None:  # int8 activations on the kernel
             q, scale, offset = _in_panels(q, scale, offset)
             self.shift = q8_shift(q)
             q = pack_quads(q, self.shift)
+            if nibbles is not False and self.shift >= 0 and nibbles_fit(q):
+                q, self.nibbles = pack_nibble_quads(q), True
         else:
             q, scale, offset = _in_rows(q, scale, offset, self.out_features)
         self.q = nn.Parameter(q.contiguous(), requires_grad=False)
@@ -292,18 +356,19 @@ class GGUFLinear(nn.Module):
     def codes(self) -> Grouped:
         """``(q, scale, offset)`` row by row (``[out, in]``, ``[out, groups]``)."""
         if self.shift is None:
-            return _in_rows(self.q, self.scale, self.offset, self.out_features)
+            q = unpack_nibbles(self.q) if self.nibbles else self.q
+            return _in_rows(q, self.scale, self.offset, self.out_features)
         rows = self.out_features
         offset = None if self.offset is None else unpack_panels(self.offset, rows)
-        return unpack_quads(self.q, rows, self.shift), unpack_panels(self.scale, rows), offset
+        quads = unpack_nibble_quads(self.q) if self.nibbles else self.q
+        return unpack_quads(quads, rows, self.shift), unpack_panels(self.scale, rows), offset
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight ``[out, in]`` (the values the float32 model holds)."""
         if not self.packed:  # (int8 activations never decode a weight: the reference's values)
             return reference_dequantize(*self.codes())
-        return self._op.grouped_dequantize(self.q, self.scale, self._offset_arg())[
-            : self.out_features
-        ]
+        q = unpack_nibbles(self.q) if self.nibbles else self.q
+        return self._op.grouped_dequantize(q, self.scale, self._offset_arg())[: self.out_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T + b`` in float32."""
@@ -338,6 +403,7 @@ class GGUFLinear(nn.Module):
         kind = "kernel" if self._op is not None else "reference"
         kind += ", panels" if self.packed else ""
         kind += f", quads shifted by {self.shift}" if self.shift is not None else ""
+        kind += ", nibbles" if self.nibbles else ""
         q8 = ", int8 activations" if self.int8_activations else ""
         return (
             f"in={self.in_features}, out={self.out_features}, group={self.group_size}, {kind}{q8}"
@@ -517,10 +583,11 @@ def use_gguf_weights(
         swapped.append(name)
         tied = embeddings.get(id(linear.weight))
         if tied is not None:  # (its weight is the one just checked)
-            # (one copy of the codes, the head's, unless they are in quads for int8 products)
+            # (one copy of the codes, the head's, unless they are in quads for int8 products
+            # or two to a byte)
             codes = (
                 (q, scale, offset)
-                if layer.shift is not None
+                if layer.shift is not None or layer.nibbles
                 else (layer.q, layer.scale, layer.offset)
             )
             embedding = GGUFEmbedding(*codes, num_embeddings=layer.out_features)

@@ -19,10 +19,14 @@
 // Float32 activations (the default) take the codes in panels of 8 output rows, interleaved
 // input by input: q [N / 8, K, 8], scale and offset [N / 8, K / g, 8]
 // (ragloom.runtime.layers.gguf_linear.pack_panels).
+// Codes of 0..15 (Q4_K, Q4_1) may come two to a byte instead, q uint8 [N / 8, K / 2, 8]
+// (pack_nibbles): a decode step, which streams every weight once, then reads 0.75 instead of
+// 1.25 bytes per Q4_K weight.
 //   grouped_linear(x [M, K], q, scale, offset) -> [M, N]; `offset` may be empty.
-//   grouped_dequantize(q, scale, offset) -> [N, K] (the float32 model's weights).
+//   grouped_dequantize(q, scale, offset) -> [N, K] (the float32 model's weights; int8 codes).
 // Int8 activations (q8_linear, below) take the panels four inputs at a time, q [N / 8, K / 4, 8, 4]
-// (pack_quads), the codes shifted to unsigned where they fit.
+// (pack_quads), the codes shifted to unsigned where they fit, and where they then fit in four
+// bits two quads to 32 bytes (uint8, pack_nibble_quads).
 //
 // Built at run time for AVX2 + FMA by ragloom.runtime.layers.gguf_linear (never on the import
 // path); ragloom.runtime.layers.gguf_linear.reference_linear is the plain torch version the
@@ -35,6 +39,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -92,6 +97,25 @@ inline void fold_group(__m256 (&total)[R][NP], const __m256 (&sum)[R][NP], const
 // input k's codes of a panel from a block already converted to float32 (the path from 96 rows)
 inline __m256 codes_panel(const float* w) { return _mm256_loadu_ps(w); }
 
+// Codes of 0..15 (Q4_K, Q4_1) may come two to a byte, half the bytes a decode step streams:
+// q [N / 8, K / 2, 8] uint8 (pack_nibbles), input 2i's code in the low four bits of its byte
+// and input 2i + 1's in the high four. Each pair is loaded twice, once per half (so that six
+// rows x two panels of sums keep their registers), and the FMAs run in the inputs' order, so
+// the numbers equal those of the int8 codes bit for bit.
+inline __m256i nibble_bytes(const uint8_t* q) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
+}
+inline __m256 codes_low(const uint8_t* q) {
+  return _mm256_cvtepi32_ps(_mm256_and_si256(nibble_bytes(q), _mm256_set1_epi32(15)));
+}
+inline __m256 codes_high(const uint8_t* q) { return _mm256_cvtepi32_ps(_mm256_srli_epi32(nibble_bytes(q), 4)); }
+
+// bytes of codes per input of a panel: 8, or 4 for nibbles (two inputs share 8 bytes)
+template <typename Code>
+constexpr int64_t panel_step() {
+  return std::is_same_v<Code, uint8_t> ? kPanel / 2 : kPanel;
+}
+
 // y[r, 8p .. 8p + 7] = x[r] . W[panel p]^T for R rows of x (ldx apart) and NP panels (pq codes
 // and ps scales apart) over K inputs; xsum: the rows' group sums of x (ldxs apart), read only
 // with offsets; `add` starts from the totals in y (a block's previous slice of inputs). The
@@ -114,6 +138,47 @@ inline void panel_rows(const float* x, int64_t ldx, const Code* q, int64_t pq, i
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
       for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_setzero_ps();
+    if constexpr (std::is_same_v<Code, uint8_t>) {  // nibbles: inputs k and k + 1 from one load
+#pragma GCC unroll 2
+      for (int64_t k = k0; k < k0 + g; k += 2) {
+        const uint8_t* qk = q + (k / 2) * kPanel;
+        if constexpr (NP > R) {
+          __m256 x0[R], x1[R];
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            x0[r] = _mm256_broadcast_ss(x + r * ldx + k);
+            x1[r] = _mm256_broadcast_ss(x + r * ldx + k + 1);
+          }
+#pragma GCC unroll 8
+          for (int p = 0; p < NP; ++p) {
+            const __m256 w0 = codes_low(qk + p * pq);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) sum[r][p] = _mm256_fmadd_ps(w0, x0[r], sum[r][p]);
+            const __m256 w1 = codes_high(qk + p * pq);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; ++r) sum[r][p] = _mm256_fmadd_ps(w1, x1[r], sum[r][p]);
+          }
+        } else {
+          __m256 w[NP];
+#pragma GCC unroll 8
+          for (int p = 0; p < NP; ++p) w[p] = codes_low(qk + p * pq);
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k);
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_fmadd_ps(w[p], xr, sum[r][p]);
+          }
+#pragma GCC unroll 8
+          for (int p = 0; p < NP; ++p) w[p] = codes_high(qk + p * pq);
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k + 1);
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_fmadd_ps(w[p], xr, sum[r][p]);
+          }
+        }
+      }
+    } else {
 #pragma GCC unroll 4
     for (int64_t k = k0; k < k0 + g; ++k) {
       if constexpr (NP > R) {  // the broadcasts held, one panel's codes at a time
@@ -138,6 +203,7 @@ inline void panel_rows(const float* x, int64_t ldx, const Code* q, int64_t pq, i
         }
       }
     }
+    }
     fold_group<R, NP, kOffset>(total, sum, sc + G * kPanel, kOffset ? off + G * kPanel : nullptr, ps, xsum + G, ldxs);
   }
 #pragma GCC unroll 8
@@ -150,7 +216,7 @@ inline void panel_rows(const float* x, int64_t ldx, const Code* q, int64_t pq, i
 // xsum [M, groups] (filled with offsets only), y [M, N].
 struct Product {
   const float* x;
-  const int8_t* q;
+  const void* q;  // int8 codes, or uint8 nibbles
   const float* sc;
   const float* off;
   const float* xsum;
@@ -161,33 +227,34 @@ struct Product {
 // R rows of x from row m over panels [p0, p1), NP panels at a time. NP for R rows: as many
 // group sums as fit with their codes or broadcasts (measured: one row four panels, two rows
 // three, three to six rows two, seven or eight rows one).
-template <int R, bool kOffset>
+template <int R, bool kOffset, typename Code>
 inline void panel_block(const Product& a, int64_t m, int64_t p0, int64_t p1) {
   constexpr int NP = R == 1 ? 4 : R == 2 ? 3 : R <= 6 ? 2 : 1;
-  const int64_t pq = a.K * kPanel, ps = a.groups * kPanel;
+  const int64_t pq = a.K * panel_step<Code>(), ps = a.groups * kPanel;
+  const Code* q = static_cast<const Code*>(a.q);
   const float* x = a.x + m * a.K;
   const float* xsum = a.xsum + m * a.groups;
   float* y = a.y + m * a.N;
   int64_t p = p0;
   for (; p + NP <= p1; p += NP)
-    panel_rows<R, NP, kOffset>(x, a.K, a.q + p * pq, pq, a.K, a.g, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr,
+    panel_rows<R, NP, kOffset>(x, a.K, q + p * pq, pq, a.K, a.g, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr,
                                ps, xsum, a.groups, y + p * kPanel, a.N, false);
   for (; p < p1; ++p)
-    panel_rows<R, 1, kOffset>(x, a.K, a.q + p * pq, pq, a.K, a.g, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr,
+    panel_rows<R, 1, kOffset>(x, a.K, q + p * pq, pq, a.K, a.g, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr,
                               ps, xsum, a.groups, y + p * kPanel, a.N, false);
 }
 
-template <bool kOffset>
+template <bool kOffset, typename Code>
 void panel_block_any(int64_t rows, const Product& a, int64_t m, int64_t p0, int64_t p1) {
   switch (rows) {
-    case 8: panel_block<8, kOffset>(a, m, p0, p1); break;
-    case 7: panel_block<7, kOffset>(a, m, p0, p1); break;
-    case 6: panel_block<6, kOffset>(a, m, p0, p1); break;
-    case 5: panel_block<5, kOffset>(a, m, p0, p1); break;
-    case 4: panel_block<4, kOffset>(a, m, p0, p1); break;
-    case 3: panel_block<3, kOffset>(a, m, p0, p1); break;
-    case 2: panel_block<2, kOffset>(a, m, p0, p1); break;
-    case 1: panel_block<1, kOffset>(a, m, p0, p1); break;
+    case 8: panel_block<8, kOffset, Code>(a, m, p0, p1); break;
+    case 7: panel_block<7, kOffset, Code>(a, m, p0, p1); break;
+    case 6: panel_block<6, kOffset, Code>(a, m, p0, p1); break;
+    case 5: panel_block<5, kOffset, Code>(a, m, p0, p1); break;
+    case 4: panel_block<4, kOffset, Code>(a, m, p0, p1); break;
+    case 3: panel_block<3, kOffset, Code>(a, m, p0, p1); break;
+    case 2: panel_block<2, kOffset, Code>(a, m, p0, p1); break;
+    case 1: panel_block<1, kOffset, Code>(a, m, p0, p1); break;
     default: break;
   }
 }
@@ -247,8 +314,33 @@ inline void float_block_any(int64_t rows, const Product& a, int64_t m, const flo
 inline void convert_slice(const int8_t* q, int64_t k0, int64_t kc, float* w, int64_t ldw) {
   for (int64_t k = 0; k < kc; ++k) _mm256_storeu_ps(w + k * ldw, codes_panel(q + (k0 + k) * kPanel));
 }
+inline void convert_slice(const uint8_t* q, int64_t k0, int64_t kc, float* w, int64_t ldw) {  // (k0, kc even)
+  for (int64_t k = 0; k < kc; k += 2) {
+    const uint8_t* qk = q + (k0 + k) / 2 * kPanel;
+    _mm256_storeu_ps(w + k * ldw, codes_low(qk));
+    _mm256_storeu_ps(w + (k + 1) * ldw, codes_high(qk));
+  }
+}
 
-template <bool kOffset>
+// n groups of 8 nibble bytes (pairs of inputs of a panel) -> 2n groups of 8 int8 codes
+inline void unpack_nibbles(const uint8_t* q, int64_t n, int8_t* out) {
+  const __m128i low = _mm_set1_epi8(15);
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) {  // 16 bytes: two inputs' pairs -> four inputs' codes
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i * kPanel));
+    const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+    // per pair: its 8 low codes (input 2i), then its 8 high codes (input 2i + 1)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i * kPanel), _mm_unpacklo_epi64(lo, hi));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i * kPanel + 16), _mm_unpackhi_epi64(lo, hi));
+  }
+  for (; i < n; ++i)
+    for (int j = 0; j < kPanel; ++j) {
+      out[2 * i * kPanel + j] = static_cast<int8_t>(q[i * kPanel + j] & 15);
+      out[(2 * i + 1) * kPanel + j] = static_cast<int8_t>(q[i * kPanel + j] >> 4);
+    }
+}
+
+template <bool kOffset, typename Code>
 void linear_decoded(const Product& a) {
   constexpr int64_t kRowsAtOnce = 4;
   ragloom::parallel_for(0, a.N / kPanel, 2, [&](int64_t begin, int64_t end) {
@@ -259,7 +351,9 @@ void linear_decoded(const Product& a) {
       const int64_t n_panels = std::min(end, b + kDecodedPanels) - b;
       for (int64_t k0 = 0; k0 < a.K; k0 += kSlice) {
         const int64_t kc = std::min(kSlice, a.K - k0);
-        for (int64_t p = 0; p < n_panels; ++p) convert_slice(a.q + (b + p) * a.K * kPanel, k0, kc, w + p * kc * kPanel, kPanel);
+        for (int64_t p = 0; p < n_panels; ++p)
+          convert_slice(static_cast<const Code*>(a.q) + (b + p) * a.K * panel_step<Code>(), k0, kc, w + p * kc * kPanel,
+                        kPanel);
         for (int64_t m = 0; m < a.M; m += kRowsAtOnce)
           float_block_any<kOffset>(std::min(kRowsAtOnce, a.M - m), a, m, w, b, n_panels, k0, kc);
       }
@@ -267,35 +361,57 @@ void linear_decoded(const Product& a) {
   });
 }
 
-template <bool kOffset>
+template <bool kOffset, typename Code>
 void linear_impl(const Product& a) {
   if (a.M >= kDecodedRows && kSlice % a.g == 0) {
-    linear_decoded<kOffset>(a);
+    linear_decoded<kOffset, Code>(a);
     return;
   }
   // up to 8 rows (decodes) in one pass over the weights, which stream from memory once; 9-95
   // rows 6 at a time, over blocks of panels that stay in L2 (192 KB) while the rows pass
+  // (nibbles: there, each block's codes are first unpacked to int8, once for all its rows; taking
+  // them apart for every six rows ran 0.77x the int8 codes' speed at 64 rows)
   const int64_t rows_at_once = a.M <= 8 ? a.M : 6;
   const int64_t block = a.M <= 8 ? 24 : std::clamp<int64_t>((192 << 10) / (a.K * kPanel), 6, 24);
+  const bool unpack = std::is_same_v<Code, uint8_t> && a.M > 8;
   ragloom::parallel_for(0, a.N / kPanel, 2, [&](int64_t begin, int64_t end) {
+    static thread_local std::vector<int8_t> buffer;  // (per thread of the pool, kept)
     for (int64_t b = begin; b < end; b += block) {
       const int64_t b_end = std::min(end, b + block);
-      for (int64_t m = 0; m < a.M; m += rows_at_once)
-        panel_block_any<kOffset>(std::min(rows_at_once, a.M - m), a, m, b, b_end);
+      if (unpack) {
+        buffer.resize(block * a.K * kPanel);
+        unpack_nibbles(static_cast<const uint8_t*>(a.q) + b * a.K * (kPanel / 2), (b_end - b) * a.K / 2, buffer.data());
+        Product local = a;  // the block's panels from the buffer, as panels 0 .. b_end - b
+        local.q = buffer.data();
+        local.sc = a.sc + b * a.groups * kPanel;
+        local.off = kOffset ? a.off + b * a.groups * kPanel : nullptr;
+        local.y = a.y + b * kPanel;
+        for (int64_t m = 0; m < a.M; m += rows_at_once)
+          panel_block_any<kOffset, int8_t>(std::min(rows_at_once, a.M - m), local, m, 0, b_end - b);
+      } else {
+        for (int64_t m = 0; m < a.M; m += rows_at_once)
+          panel_block_any<kOffset, Code>(std::min(rows_at_once, a.M - m), a, m, b, b_end);
+      }
     }
   });
 }
 
-void check(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset) {
-  TORCH_CHECK(q.dim() == 3 && q.size(2) == kPanel && q.scalar_type() == at::kChar && q.is_contiguous(),
-              "q must be a contiguous int8 [N / 8, K, 8] tensor (panels of 8 rows)");
+// The number of inputs K of codes in panels: int8 [N / 8, K, 8], or uint8 nibbles [N / 8, K / 2, 8].
+int64_t check(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset) {
+  const bool nibbles = q.scalar_type() == at::kByte;
+  TORCH_CHECK(q.dim() == 3 && q.size(2) == kPanel && (q.scalar_type() == at::kChar || nibbles) && q.is_contiguous(),
+              "q must be a contiguous int8 [N / 8, K, 8] tensor (panels of 8 rows), or uint8 [N / 8, K / 2, 8] "
+              "(two codes of 0..15 per byte)");
+  const int64_t K = nibbles ? 2 * q.size(1) : q.size(1);
   TORCH_CHECK(scale.dim() == 3 && scale.size(2) == kPanel && scale.scalar_type() == at::kFloat &&
                   scale.is_contiguous() && scale.size(0) == q.size(0),
               "scale must be a contiguous float32 [N / 8, K / group, 8] tensor");
-  TORCH_CHECK(scale.size(1) > 0 && q.size(1) % scale.size(1) == 0, "the group size must divide K");
+  TORCH_CHECK(scale.size(1) > 0 && K % scale.size(1) == 0 && (K / scale.size(1)) % 2 == 0,
+              "the group size must divide K (and be even)");
   TORCH_CHECK(offset.numel() == 0 || (offset.sizes() == scale.sizes() && offset.scalar_type() == at::kFloat &&
                                       offset.is_contiguous()),
               "offset must be empty or shaped like scale");
+  return K;
 }
 
 // Each row's sums of x over its groups of g inputs, xsum [M, K / g]: eight lanes at a time
@@ -318,10 +434,10 @@ void group_sums(const float* x, int64_t M, int64_t K, int64_t g, float* xsum) {
 }
 
 at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset) {
-  check(q, scale, offset);
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) == q.size(1), "x must be float32 [..., K]");
-  const auto xc = x.reshape({-1, q.size(1)}).contiguous();
-  const int64_t M = xc.size(0), N = q.size(0) * kPanel, K = q.size(1), g = K / scale.size(1);
+  const int64_t K = check(q, scale, offset);
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) == K, "x must be float32 [..., K]");
+  const auto xc = x.reshape({-1, K}).contiguous();
+  const int64_t M = xc.size(0), N = q.size(0) * kPanel, g = K / scale.size(1);
   auto sizes = x.sizes().vec();
   sizes.back() = N;
   auto y = at::empty({M, N}, x.options());
@@ -330,12 +446,12 @@ at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& q, const at::Te
   const float* xp = xc.data_ptr<float>();
   std::vector<float> xsum(with_offset ? M * groups : 0);  // (read with offsets only)
   if (with_offset) group_sums(xp, M, K, g, xsum.data());
-  const Product a{xp, q.data_ptr<int8_t>(), scale.data_ptr<float>(), with_offset ? offset.data_ptr<float>() : nullptr,
+  const Product a{xp, q.data_ptr(), scale.data_ptr<float>(), with_offset ? offset.data_ptr<float>() : nullptr,
                   xsum.data(), y.data_ptr<float>(), M, N, K, g, groups};
-  if (with_offset)
-    linear_impl<true>(a);
+  if (q.scalar_type() == at::kByte)
+    with_offset ? linear_impl<true, uint8_t>(a) : linear_impl<false, uint8_t>(a);
   else
-    linear_impl<false>(a);
+    with_offset ? linear_impl<true, int8_t>(a) : linear_impl<false, int8_t>(a);
   return y.view(sizes);
 }
 
@@ -355,6 +471,7 @@ void dequant_impl(const int8_t* q, const float* sc, const float* off, int64_t pa
 
 at::Tensor grouped_dequantize(const at::Tensor& q, const at::Tensor& scale, const at::Tensor& offset) {
   check(q, scale, offset);
+  TORCH_CHECK(q.scalar_type() == at::kChar, "grouped_dequantize takes int8 codes (unpack nibbles first)");
   const int64_t panels = q.size(0), K = q.size(1), g = K / scale.size(1);
   auto wt = at::empty({K, panels * kPanel}, scale.options());  // decoded as w^T, then transposed
   if (offset.numel())
@@ -432,7 +549,22 @@ void quantize_row_q8(const float* x, int64_t K, int64_t g, int64_t shift, int8_t
   }
 }
 
-inline __m256i load_codes(const int8_t* q) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)); }
+inline __m256i load_codes(const void* q) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)); }
+
+// Eight inputs' codes of a panel (two quads, w0 and w1): 64 bytes, or from nibbles 32 bytes
+// [N / 8, K / 8, 8, 4] whose low four bits are the first quad's code and the high four the
+// second's (pack_nibble_quads: codes of 0..15 after the shift). q points at the eight inputs.
+template <bool kNib>
+inline void load_eight(const int8_t* q, __m256i& w0, __m256i& w1) {
+  if constexpr (kNib) {
+    const __m256i v = load_codes(q), low = _mm256_set1_epi8(15);
+    w0 = _mm256_and_si256(v, low);
+    w1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+  } else {
+    w0 = load_codes(q);
+    w1 = load_codes(q + 32);
+  }
+}
 // four int8 inputs of a row, in every 32-bit lane
 inline __m256i broadcast4(const int8_t* x) {
   int32_t v;
@@ -454,10 +586,11 @@ inline __m256i eight_inputs(__m256i sum, __m256i w0, __m256i w1, __m256i x0, __m
 
 // y[m + r, 8 (p0 + p) ...] for R rows x NP panels over all K inputs (a group at a time: its
 // int32 sums in registers, then folded into float totals).
-template <int R, int NP, bool kSigned, bool kOffset>
+template <int R, int NP, bool kSigned, bool kOffset, bool kNib>
 inline void q8_panel_rows(const Q8Rows& x, const int8_t* q, const float* sc, const float* off, int64_t K, int64_t g,
                           int64_t groups, int64_t m, int64_t p0, bool shifted, float* y, int64_t N) {
-  const int64_t pq = K * kPanel, ps = groups * kPanel;
+  constexpr int64_t step = kNib ? kPanel / 2 : kPanel;  // bytes of codes per input of a panel
+  const int64_t pq = K * step, ps = groups * kPanel;
   const int8_t* xq = x.xq + m * K;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 total[R][NP];
@@ -484,17 +617,15 @@ inline void q8_panel_rows(const Q8Rows& x, const int8_t* q, const float* sc, con
         }
 #pragma GCC unroll 8
         for (int p = 0; p < NP; ++p) {
-          const __m256i w0 = load_codes(q + p * pq + k * kPanel), w1 = load_codes(q + p * pq + k * kPanel + 32);
+          __m256i w0, w1;
+          load_eight<kNib>(q + p * pq + k * step, w0, w1);
 #pragma GCC unroll 8
           for (int r = 0; r < R; ++r) sum[r][p] = eight_inputs<kSigned>(sum[r][p], w0, w1, x0[r], x1[r], ones);
         }
       } else {  // the codes held, one row's broadcasts at a time
         __m256i w0[NP], w1[NP];
 #pragma GCC unroll 8
-        for (int p = 0; p < NP; ++p) {
-          w0[p] = load_codes(q + p * pq + k * kPanel);
-          w1[p] = load_codes(q + p * pq + k * kPanel + 32);
-        }
+        for (int p = 0; p < NP; ++p) load_eight<kNib>(q + p * pq + k * step, w0[p], w1[p]);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const __m256i x0 = broadcast4(xq + r * K + k), x1 = broadcast4(xq + r * K + k + 4);
@@ -528,7 +659,7 @@ inline void q8_panel_rows(const Q8Rows& x, const int8_t* q, const float* sc, con
 
 struct Q8Product {
   Q8Rows x;
-  const int8_t* q;
+  const int8_t* q;  // (int8 codes, or uint8 nibbles read as bytes)
   const float* sc;
   const float* off;
   float* y;
@@ -538,57 +669,61 @@ struct Q8Product {
 
 // R rows from row m over panels [p0, p1), NP at a time (the most whose sums, codes or
 // broadcasts fit in 16 registers: one row four panels, two rows three, three two, then one).
-template <int R, bool kSigned, bool kOffset>
+template <int R, bool kSigned, bool kOffset, bool kNib>
 inline void q8_block(const Q8Product& a, int64_t m, int64_t p0, int64_t p1) {
   constexpr int NP = R == 1 ? 4 : R == 2 ? 3 : R == 3 ? 2 : 1;
-  const int64_t pq = a.K * kPanel, ps = a.groups * kPanel;
+  const int64_t pq = a.K * (kNib ? kPanel / 2 : kPanel), ps = a.groups * kPanel;
   int64_t p = p0;
   for (; p + NP <= p1; p += NP)
-    q8_panel_rows<R, NP, kSigned, kOffset>(a.x, a.q + p * pq, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr, a.K, a.g,
-                                           a.groups, m, p, a.shifted, a.y, a.N);
+    q8_panel_rows<R, NP, kSigned, kOffset, kNib>(a.x, a.q + p * pq, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr,
+                                                 a.K, a.g, a.groups, m, p, a.shifted, a.y, a.N);
   for (; p < p1; ++p)
-    q8_panel_rows<R, 1, kSigned, kOffset>(a.x, a.q + p * pq, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr, a.K, a.g,
-                                          a.groups, m, p, a.shifted, a.y, a.N);
+    q8_panel_rows<R, 1, kSigned, kOffset, kNib>(a.x, a.q + p * pq, a.sc + p * ps, kOffset ? a.off + p * ps : nullptr,
+                                                a.K, a.g, a.groups, m, p, a.shifted, a.y, a.N);
 }
 
-template <bool kSigned, bool kOffset>
+template <bool kSigned, bool kOffset, bool kNib>
 void q8_block_any(int64_t rows, const Q8Product& a, int64_t m, int64_t p0, int64_t p1) {
   switch (rows) {
-    case 8: q8_block<8, kSigned, kOffset>(a, m, p0, p1); break;
-    case 7: q8_block<7, kSigned, kOffset>(a, m, p0, p1); break;
-    case 6: q8_block<6, kSigned, kOffset>(a, m, p0, p1); break;
-    case 5: q8_block<5, kSigned, kOffset>(a, m, p0, p1); break;
-    case 4: q8_block<4, kSigned, kOffset>(a, m, p0, p1); break;
-    case 3: q8_block<3, kSigned, kOffset>(a, m, p0, p1); break;
-    case 2: q8_block<2, kSigned, kOffset>(a, m, p0, p1); break;
-    case 1: q8_block<1, kSigned, kOffset>(a, m, p0, p1); break;
+    case 8: q8_block<8, kSigned, kOffset, kNib>(a, m, p0, p1); break;
+    case 7: q8_block<7, kSigned, kOffset, kNib>(a, m, p0, p1); break;
+    case 6: q8_block<6, kSigned, kOffset, kNib>(a, m, p0, p1); break;
+    case 5: q8_block<5, kSigned, kOffset, kNib>(a, m, p0, p1); break;
+    case 4: q8_block<4, kSigned, kOffset, kNib>(a, m, p0, p1); break;
+    case 3: q8_block<3, kSigned, kOffset, kNib>(a, m, p0, p1); break;
+    case 2: q8_block<2, kSigned, kOffset, kNib>(a, m, p0, p1); break;
+    case 1: q8_block<1, kSigned, kOffset, kNib>(a, m, p0, p1); break;
     default: break;
   }
 }
 
 // 8 rows at a time; past 8 rows, over blocks of panels whose codes (128 KB) stay in L2 while
 // the rows pass.
-template <bool kSigned, bool kOffset>
+template <bool kSigned, bool kOffset, bool kNib>
 void q8_impl(const Q8Product& a) {
-  const int64_t block = a.M <= 8 ? 24 : std::clamp<int64_t>((128 << 10) / (a.K * kPanel), 4, 24);
+  const int64_t bytes = a.K * (kNib ? kPanel / 2 : kPanel);  // a panel's codes
+  const int64_t block = a.M <= 8 ? 24 : std::clamp<int64_t>((128 << 10) / bytes, 4, 24);
   ragloom::parallel_for(0, a.N / kPanel, 2, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; b += block) {
       const int64_t b_end = std::min(end, b + block);
-      for (int64_t m = 0; m < a.M; m += 8) q8_block_any<kSigned, kOffset>(std::min<int64_t>(8, a.M - m), a, m, b, b_end);
+      for (int64_t m = 0; m < a.M; m += 8)
+        q8_block_any<kSigned, kOffset, kNib>(std::min<int64_t>(8, a.M - m), a, m, b, b_end);
     }
   });
 }
 
 at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& q, int64_t shift, const at::Tensor& scale,
                      const at::Tensor& offset) {
-  check(q, scale, offset);
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) == q.size(1), "x must be float32 [..., K]");
-  const auto xc = x.reshape({-1, q.size(1)}).contiguous();
-  const int64_t M = xc.size(0), N = q.size(0) * kPanel, K = q.size(1), g = K / scale.size(1), groups = K / g;
+  const int64_t K = check(q, scale, offset);
+  const bool nibbles = q.scalar_type() == at::kByte;
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) == K, "x must be float32 [..., K]");
+  const auto xc = x.reshape({-1, K}).contiguous();
+  const int64_t M = xc.size(0), N = q.size(0) * kPanel, g = K / scale.size(1), groups = K / g;
   TORCH_CHECK((g == 16 || g == 32) && K % 32 == 0, "int8 activations need groups of 16 or 32 inputs and K % 32 == 0");
   TORCH_CHECK(shift >= -1 && shift <= 63, "shift must be -1 (signed codes) or 0..63");
+  TORCH_CHECK(!nibbles || shift >= 0, "codes in nibbles are unsigned (shift 0..15)");
   const bool with_offset = offset.numel() > 0;
-  auto xq = at::empty({M, K}, q.options());
+  auto xq = at::empty({M, K}, x.options().dtype(at::kChar));
   std::vector<float> dx(M * (K / 32)), xsum(with_offset ? M * groups : 0);
   std::vector<int32_t> base(shift > 0 ? M * groups : 0);
   const float* xp = xc.data_ptr<float>();
@@ -600,12 +735,15 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& q, int64_t shift, co
   auto sizes = x.sizes().vec();
   sizes.back() = N;
   auto y = at::empty({M, N}, x.options());
-  const Q8Product a{{xqp, dx.data(), base.data(), xsum.data()}, q.data_ptr<int8_t>(), scale.data_ptr<float>(),
-                    with_offset ? offset.data_ptr<float>() : nullptr, y.data_ptr<float>(), M, N, K, g, groups, shift > 0};
+  const Q8Product a{{xqp, dx.data(), base.data(), xsum.data()}, static_cast<const int8_t*>(q.data_ptr()),
+                    scale.data_ptr<float>(), with_offset ? offset.data_ptr<float>() : nullptr, y.data_ptr<float>(),
+                    M, N, K, g, groups, shift > 0};
   if (shift < 0)
-    with_offset ? q8_impl<true, true>(a) : q8_impl<true, false>(a);
+    with_offset ? q8_impl<true, true, false>(a) : q8_impl<true, false, false>(a);
+  else if (nibbles)
+    with_offset ? q8_impl<false, true, true>(a) : q8_impl<false, false, true>(a);
   else
-    with_offset ? q8_impl<false, true>(a) : q8_impl<false, false>(a);
+    with_offset ? q8_impl<false, true, false>(a) : q8_impl<false, false, false>(a);
   return y.view(sizes);
 }
 

@@ -63,6 +63,9 @@ def test_smollm2_engine_matches_transformers_for_32_greedy_tokens(layout, monkey
             num_threads=1, weight_layout=layout.split("+")[0], batch_weight_copy="+" in layout
         )
     engine = LLMEngine(load_gguf(resolve_model(SMOL)), config)
+    if layout == "gguf":  # (Q4_1's codes of 0..15 are held two to a byte)
+        layers = [m for m in engine.runner.model.modules() if isinstance(m, GGUFLinear)]
+        assert sum(m.nibbles for m in layers) > len(layers) / 2
     got = engine_greedy(engine, prompts)  # one batch: paged, mixed lengths
     want = [hf_greedy(hf_smol(), p, NUM_TOKENS) for p in prompts]
     assert got == want
@@ -77,6 +80,7 @@ def test_int8_activations_keep_batches_equal_to_single_runs():
     engine = LLMEngine(load_gguf(resolve_model(SMOL)), config)
     layers = [m for m in engine.runner.model.modules() if isinstance(m, GGUFLinear)]
     assert layers and all(m.int8_activations for m in layers)
+    assert sum(m.nibbles for m in layers) > len(layers) / 2
     together = engine_greedy(engine, prompts)
     alone = [engine_greedy(engine, [p])[0] for p in prompts]  # prefix-cache hits
     assert together == alone

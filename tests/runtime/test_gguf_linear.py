@@ -20,12 +20,17 @@ from ragloom.runtime.layers.gguf_linear import (
     GGUFLinear,
     KernelUnavailableError,
     gguf_kernel,
+    nibbles_fit,
+    pack_nibble_quads,
+    pack_nibbles,
     pack_panels,
     pack_quads,
     q8_shift,
     reference_dequantize,
     reference_linear,
     reference_q8_linear,
+    unpack_nibble_quads,
+    unpack_nibbles,
     unpack_panels,
     unpack_quads,
     use_gguf_weights,
@@ -186,6 +191,59 @@ def test_q8_shift_and_quads_round_trip():
     assert torch.equal(pack_quads(pack_panels(q), 32), quads)  # (from panels too)
     # output 1's inputs 4..7 are the second quad's second four bytes
     assert torch.equal(quads[0].reshape(16, 8, 4)[1, 1], q[1, 4:8] + 32)
+
+
+def test_nibbles_round_trip():
+    q = torch.randint(0, 16, (13, 64), dtype=torch.int8)
+    panels = pack_panels(q)
+    nibbles = pack_nibbles(panels)
+    assert nibbles.dtype == torch.uint8 and nibbles.shape == (2, 32, 8)
+    assert torch.equal(unpack_nibbles(nibbles), panels)
+    # output 2's inputs 6 and 7 share a byte: 6 in the low four bits, 7 in the high four
+    assert int(nibbles[0, 3, 2]) == int(q[2, 6]) | int(q[2, 7]) << 4
+    quads = pack_quads(q, 0)
+    packed = pack_nibble_quads(quads)
+    assert packed.dtype == torch.uint8 and packed.shape == (2, 32, 8)
+    assert torch.equal(unpack_nibble_quads(packed), quads)
+    # the first 32 bytes: inputs 0-3 (low bits) and 4-7 (high bits) of the panel's 8 outputs
+    assert int(packed[0].flatten()[4 * 1 + 2]) == int(q[1, 2]) | int(q[1, 6]) << 4
+    assert nibbles_fit(q) and not nibbles_fit(q - 1) and not nibbles_fit(q + 1)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("group", [16, 32])
+@pytest.mark.parametrize("with_offset", [False, True])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 40, 96, 130])
+def test_nibbles_give_the_int8_codes_numbers_bit_for_bit(int8, group, with_offset, rows):
+    # codes of 0..15 (Q4_K, Q4_1), and for int8 activations -8..7 too (shifted by 8); 1,280
+    # inputs: three slices of the >= 96-row path; 75 outputs: a padded panel
+    gen = torch.Generator().manual_seed(rows)
+    _, scale, offset = grouped(75, 1280, group, with_offset)
+    x = torch.randn(rows, 1280, generator=gen)
+    for lo in (0, -8) if int8 else (0,):
+        q = torch.randint(lo, lo + 16, (75, 1280), dtype=torch.int8, generator=gen)
+        kwargs = {"use_kernel": True, "int8_activations": int8}
+        packed = GGUFLinear(q, scale, offset, **kwargs)
+        plain = GGUFLinear(q, scale, offset, nibbles=False, **kwargs)
+        assert packed.nibbles and packed.q.dtype == torch.uint8 and not plain.nibbles
+        assert packed.q.numel() * 2 == plain.q.numel()
+        assert torch.equal(packed(x), plain(x))
+        assert torch.equal(packed.codes()[0], q)
+        assert torch.equal(packed.dequantize(), reference_dequantize(q, scale, offset))
+    # codes spanning 17 values stay int8; the float32 path never shifts, so -8..7 stays int8
+    wide = torch.randint(0, 17, (75, 1280), dtype=torch.int8, generator=gen)
+    assert not GGUFLinear(wide, scale, offset, **kwargs).nibbles
+    signed = GGUFLinear(wide.clamp(max=15) - 8, scale, offset, use_kernel=True)
+    assert not signed.nibbles and signed.q.dtype == torch.int8
+
+
+def test_the_kernel_refuses_signed_nibbles():
+    q, scale, _ = grouped(8, 64, 32, False)
+    nibbles = pack_nibbles(pack_panels(q.clamp(0, 15)))
+    with pytest.raises(RuntimeError, match="unsigned"):
+        gguf_kernel().q8_linear(torch.randn(1, 64), nibbles, -1, pack_panels(scale), torch.empty(0))
+    with pytest.raises(RuntimeError, match="int8 codes"):
+        gguf_kernel().grouped_dequantize(nibbles, pack_panels(scale), torch.empty(0))
 
 
 def test_q8_reference_layer_and_long_inputs():
@@ -431,10 +489,13 @@ class Tiny(torch.nn.Module):
         return self.head(self.norm(self.embed(ids)))
 
 
+@pytest.mark.parametrize("nibbles", [False, True])
 @pytest.mark.parametrize("int8", [False, True])
 @pytest.mark.parametrize("tied", [True, False])
-def test_embeddings_run_on_codes_and_no_float_tensor_keeps_the_loaded_storage(tied, int8):
+def test_embeddings_run_on_codes_and_no_float_tensor_keeps_the_loaded_storage(tied, int8, nibbles):
     q, scale, offset = grouped(16, 64, 32, True)
+    if nibbles:  # (codes of 0..15: the head holds them two to a byte)
+        q = q.clamp(0, 15)
     q2, scale2, _ = grouped(16, 64, 16, False, seed=1)
     model = Tiny(tied)
     with torch.no_grad():
@@ -455,7 +516,8 @@ def test_embeddings_run_on_codes_and_no_float_tensor_keeps_the_loaded_storage(ti
         assert (model(ids) - want).abs().max() < 0.02 * want.abs().max()
     else:
         torch.testing.assert_close(model(ids), want, rtol=1e-5, atol=1e-4)
-    if tied and not int8:  # one copy of the codes, shared
+    assert model.head.nibbles == nibbles
+    if tied and not int8 and not nibbles:  # one copy of the codes, shared
         assert model.embed.q is model.head.q
     assert model.norm.weight.data_ptr() != loaded["norm.weight"]  # copied off the loaded file
     assert not isinstance(model.embed, torch.nn.Embedding)
