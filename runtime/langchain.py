@@ -72,17 +72,34 @@ def _tool_lines(tools: Sequence[dict[str, Any]]) -> str:
 def parse_tool_calls(text: str, names: Sequence[str]) -> list[dict[str, Any]]:
     """Tool calls in a reply (the JSON call format), keeping only known tool names.
 
+    The first JSON object in the reply that holds a call counts; text after it is ignored (a
+    small model may go on to write the tool's result and further calls itself, which it has
+    not seen).
+
     >>> reply = '{"tool_calls": [{"name": "add", "arguments": {"a": 1}}]}'
     >>> parse_tool_calls(reply, ["add"])[0]["args"]
     {'a': 1}
+    >>> parse_tool_calls(reply + " Result of add: 7. " + reply, ["add"])[0]["args"]
+    {'a': 1}
     """
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end < start:
-        return []
-    try:
-        data = json.loads(text[start : end + 1])
-    except json.JSONDecodeError:
-        return []
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start >= 0:
+        try:
+            data, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        calls = _known_calls(data, names)
+        if calls:
+            return calls
+        start = text.find("{", start + 1)
+    return []
+
+
+def _known_calls(data: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The calls of known tools in one decoded JSON value (``{"tool_calls": [...]}`` or a
+    single ``{"name": ..., "arguments": ...}``)."""
     calls = data.get("tool_calls", [data]) if isinstance(data, dict) else []
     out = []
     for call in calls if isinstance(calls, list) else []:

@@ -69,6 +69,26 @@ def test_parse_tool_calls_ignores_unknown_and_garbage():
     assert parse_tool_calls('prefix {"name": "add", "arguments": {"a": 1}} suffix', ["add"])
 
 
+def test_parse_tool_calls_takes_the_first_call_of_a_reply_that_runs_on():
+    # Qwen2.5-Coder-1.5B in the ReAct benchmark: the call, then a made-up result and a second
+    # call in the same reply (before, nothing parsed and the whole text became the answer)
+    reply = (
+        call("add", a=1, b=2)
+        + "\nResult of add: 4.\n"
+        + call("add", a=4, b=5)
+        + "\nSo the answer is 9."
+    )
+    calls = parse_tool_calls(reply, ["add"])
+    assert [(c["name"], c["args"]) for c in calls] == [("add", {"a": 1, "b": 2})]
+    # a JSON object that is not a call, then a call: the call
+    assert parse_tool_calls('{"note": 1} then ' + call("add", a=3, b=3), ["add"])[0]["args"] == {
+        "a": 3,
+        "b": 3,
+    }
+    assert parse_tool_calls("{broken " + call("add", a=1, b=1), ["add"])  # (after garbage)
+    assert parse_tool_calls('{"tool_calls": [{"name": "add", "arguments": [1]}]}', ["add"]) == []
+
+
 async def test_prebuilt_agent_runs_on_a_ragloom_llm():
     from langchain.agents import create_agent
 
