@@ -116,10 +116,86 @@ constexpr int64_t panel_step() {
   return std::is_same_v<Code, uint8_t> ? kPanel / 2 : kPanel;
 }
 
+// sum[r][p] += the FMAs of inputs [k0, k0 + g) for R rows x NP panels, in the inputs' order:
+// codes one to a byte (int8) or already float32
+template <int R, int NP, typename Code>
+[[gnu::always_inline]] inline void code_group(__m256 (&sum)[R][NP], const float* x, int64_t ldx, const Code* q,
+                                              int64_t pq, int64_t k0, int64_t g) {
+#pragma GCC unroll 4
+  for (int64_t k = k0; k < k0 + g; ++k) {
+    if constexpr (NP > R) {  // the broadcasts held, one panel's codes at a time
+      __m256 xr[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) xr[r] = _mm256_broadcast_ss(x + r * ldx + k);
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) {
+        const __m256 w = codes_panel(q + p * pq + k * kPanel);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) sum[r][p] = _mm256_fmadd_ps(w, xr[r], sum[r][p]);
+      }
+    } else {  // the codes held, one broadcast at a time
+      __m256 w[NP];
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) w[p] = codes_panel(q + p * pq + k * kPanel);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k);
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_fmadd_ps(w[p], xr, sum[r][p]);
+      }
+    }
+  }
+}
+
+// the same from nibbles: inputs k and k + 1 from one load
+template <int R, int NP>
+[[gnu::always_inline]] inline void nibble_group(__m256 (&sum)[R][NP], const float* x, int64_t ldx, const uint8_t* q,
+                                                int64_t pq, int64_t k0, int64_t g) {
+#pragma GCC unroll 2
+  for (int64_t k = k0; k < k0 + g; k += 2) {
+    const uint8_t* qk = q + (k / 2) * kPanel;
+    if constexpr (NP > R) {
+      __m256 x0[R], x1[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        x0[r] = _mm256_broadcast_ss(x + r * ldx + k);
+        x1[r] = _mm256_broadcast_ss(x + r * ldx + k + 1);
+      }
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) {
+        const __m256 w0 = codes_low(qk + p * pq);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) sum[r][p] = _mm256_fmadd_ps(w0, x0[r], sum[r][p]);
+        const __m256 w1 = codes_high(qk + p * pq);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) sum[r][p] = _mm256_fmadd_ps(w1, x1[r], sum[r][p]);
+      }
+    } else {
+      __m256 w[NP];
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) w[p] = codes_low(qk + p * pq);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k);
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_fmadd_ps(w[p], xr, sum[r][p]);
+      }
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) w[p] = codes_high(qk + p * pq);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k + 1);
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_fmadd_ps(w[p], xr, sum[r][p]);
+      }
+    }
+  }
+}
+
 // y[r, 8p .. 8p + 7] = x[r] . W[panel p]^T for R rows of x (ldx apart) and NP panels (pq codes
 // and ps scales apart) over K inputs; xsum: the rows' group sums of x (ldxs apart), read only
 // with offsets; `add` starts from the totals in y (a block's previous slice of inputs). The
-// codes are int8 (converted here) or float32 (converted before). The group's sums and its codes
+// codes are int8 or nibbles (converted here) or float32 (converted before). The group's sums and its codes
 // or its broadcasts (whichever are fewer) stay in AVX2's 16 registers; the totals, touched once
 // a group, may spill. (subtle) GCC kept the accumulators in registers only with every small loop
 // unrolled; else it stored them after each FMA.
@@ -138,72 +214,10 @@ inline void panel_rows(const float* x, int64_t ldx, const Code* q, int64_t pq, i
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
       for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_setzero_ps();
-    if constexpr (std::is_same_v<Code, uint8_t>) {  // nibbles: inputs k and k + 1 from one load
-#pragma GCC unroll 2
-      for (int64_t k = k0; k < k0 + g; k += 2) {
-        const uint8_t* qk = q + (k / 2) * kPanel;
-        if constexpr (NP > R) {
-          __m256 x0[R], x1[R];
-#pragma GCC unroll 8
-          for (int r = 0; r < R; ++r) {
-            x0[r] = _mm256_broadcast_ss(x + r * ldx + k);
-            x1[r] = _mm256_broadcast_ss(x + r * ldx + k + 1);
-          }
-#pragma GCC unroll 8
-          for (int p = 0; p < NP; ++p) {
-            const __m256 w0 = codes_low(qk + p * pq);
-#pragma GCC unroll 8
-            for (int r = 0; r < R; ++r) sum[r][p] = _mm256_fmadd_ps(w0, x0[r], sum[r][p]);
-            const __m256 w1 = codes_high(qk + p * pq);
-#pragma GCC unroll 8
-            for (int r = 0; r < R; ++r) sum[r][p] = _mm256_fmadd_ps(w1, x1[r], sum[r][p]);
-          }
-        } else {
-          __m256 w[NP];
-#pragma GCC unroll 8
-          for (int p = 0; p < NP; ++p) w[p] = codes_low(qk + p * pq);
-#pragma GCC unroll 8
-          for (int r = 0; r < R; ++r) {
-            const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k);
-#pragma GCC unroll 8
-            for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_fmadd_ps(w[p], xr, sum[r][p]);
-          }
-#pragma GCC unroll 8
-          for (int p = 0; p < NP; ++p) w[p] = codes_high(qk + p * pq);
-#pragma GCC unroll 8
-          for (int r = 0; r < R; ++r) {
-            const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k + 1);
-#pragma GCC unroll 8
-            for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_fmadd_ps(w[p], xr, sum[r][p]);
-          }
-        }
-      }
-    } else {
-#pragma GCC unroll 4
-    for (int64_t k = k0; k < k0 + g; ++k) {
-      if constexpr (NP > R) {  // the broadcasts held, one panel's codes at a time
-        __m256 xr[R];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) xr[r] = _mm256_broadcast_ss(x + r * ldx + k);
-#pragma GCC unroll 8
-        for (int p = 0; p < NP; ++p) {
-          const __m256 w = codes_panel(q + p * pq + k * kPanel);
-#pragma GCC unroll 8
-          for (int r = 0; r < R; ++r) sum[r][p] = _mm256_fmadd_ps(w, xr[r], sum[r][p]);
-        }
-      } else {  // the codes held, one broadcast at a time
-        __m256 w[NP];
-#pragma GCC unroll 8
-        for (int p = 0; p < NP; ++p) w[p] = codes_panel(q + p * pq + k * kPanel);
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          const __m256 xr = _mm256_broadcast_ss(x + r * ldx + k);
-#pragma GCC unroll 8
-          for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_fmadd_ps(w[p], xr, sum[r][p]);
-        }
-      }
-    }
-    }
+    if constexpr (std::is_same_v<Code, uint8_t>)
+      nibble_group<R, NP>(sum, x, ldx, q, pq, k0, g);
+    else
+      code_group<R, NP>(sum, x, ldx, q, pq, k0, g);
     fold_group<R, NP, kOffset>(total, sum, sc + G * kPanel, kOffset ? off + G * kPanel : nullptr, ps, xsum + G, ldxs);
   }
 #pragma GCC unroll 8
