@@ -13,6 +13,12 @@ the model's own types, runs ``M`` rows of activations through
   arithmetic: the codes four inputs at a time, integer dot products), checked against
   ``reference_q8_linear``; ``q8_vs_kernel`` is its speed over the float32 kernel's.
 
+Where the codes lie in 0..15 (Q4_K: the 0.5B's ``down_q4k``, and without ``--quick`` the
+1.5B model's Q4_K gate/up and down projections, ``*_1.5b``) the layers hold them two to a byte,
+and the same codes held one to a byte (``nibbles=False``) run beside them in both arithmetics:
+``nibbles_vs_int8`` and ``q8_nibbles_vs_int8`` are the speed-ups, after a check that the
+outputs are equal bit for bit.
+
 Rows: 1 (a decode), 8 (eight decodes batched), 54 and 132 (prefill chunks of the engine
 benchmark's batch run), 512 (a full prefill chunk). Copies of each layer, 64 MB of codes in all,
 are cycled so that a decode reads its weights from memory, as in a model, not from the cache
@@ -29,6 +35,7 @@ Usage: ``python benchmarks/gguf_kernel.py [--quick] [--threads N]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -48,6 +55,9 @@ SHAPES = {
     "down_q6k": (896, 4864, 16, False, -32, 31),
     "down_q4k": (896, 4864, 32, True, 0, 15),
     "lm_head": (151936, 896, 32, False, -127, 127),
+    # Qwen2.5-Coder-1.5B's Q4_K layers (its codes two to a byte)
+    "gate_up_1.5b": (17920, 1536, 32, True, 0, 15),
+    "down_1.5b": (1536, 8960, 32, True, 0, 15),
 }
 Shape = tuple[int, int, int, bool, int, int]
 
@@ -55,7 +65,7 @@ Shape = tuple[int, int, int, bool, int, int]
 CYCLED_CODES = 64 << 20  # bytes of codes cycled through per shape
 
 
-def layers(shape: Shape, copies: int, int8: bool) -> list[GGUFLinear]:
+def layers(shape: Shape, copies: int, int8: bool, nibbles: bool | None = None) -> list[GGUFLinear]:
     outputs, inputs, group, offset, low, high = shape
     gen = torch.Generator().manual_seed(outputs + inputs)
     out = []
@@ -63,7 +73,8 @@ def layers(shape: Shape, copies: int, int8: bool) -> list[GGUFLinear]:
         q = torch.randint(low, high + 1, (outputs, inputs), dtype=torch.int8, generator=gen)
         scale = torch.rand(outputs, inputs // group, generator=gen) / 16
         extra = torch.rand(outputs, inputs // group, generator=gen) / 16 if offset else None
-        out.append(GGUFLinear(q, scale, extra, use_kernel=True, int8_activations=int8))
+        layer = GGUFLinear(q, scale, extra, use_kernel=True, int8_activations=int8, nibbles=nibbles)
+        out.append(layer)
     return out
 
 
@@ -76,6 +87,42 @@ def best_time(fn: Callable[[int], object], copies: int, repeats: int) -> float:
             fn(i)
         best = min(best, (time.perf_counter() - start) / copies)
     return best
+
+
+def _call(copies_of: list[GGUFLinear], x: torch.Tensor, i: int) -> object:
+    return copies_of[i](x)
+
+
+def bench_nibbles(
+    name: str, shape: Shape, rows_list: list[int], copies: int, repeats: int
+) -> dict[str, float]:
+    """``{f"{name}_rows_{rows}": nibbles_vs_int8}`` (and ``q8_...``) for a shape whose codes
+    fit in four bits: the same codes two to a byte against one to a byte, printing the rates."""
+    out = {}
+    for int8 in (False, True):
+        packed = layers(shape, copies, int8=int8)
+        plain = layers(shape, copies, int8=int8, nibbles=False)
+        assert packed[0].nibbles and not plain[0].nibbles
+        for rows in rows_list:
+            x = torch.randn(rows, shape[1])
+            assert torch.equal(packed[0](x), plain[0](x))  # (the same numbers, bit for bit)
+            runs = {"packed": packed, "plain": plain}
+            best = dict.fromkeys(runs, float("inf"))
+            for _ in range(2):  # (taking turns)
+                for kind, copies_of in runs.items():
+                    call = functools.partial(_call, copies_of, x)
+                    best[kind] = min(best[kind], best_time(call, copies, repeats))
+            t_packed, t_plain = best["packed"], best["plain"]
+            key = f"{'q8_' if int8 else ''}{name}_rows_{rows}"
+            out[key] = t_plain / t_packed
+            gflop = 2 * rows * shape[0] * shape[1] / 1e9
+            print(
+                f"{name:12s} rows {rows:4d} {'q8' if int8 else 'float32'}: two to a byte "
+                f"{gflop / t_packed:6.1f} GFLOP/s, one {gflop / t_plain:6.1f}, "
+                f"nibbles_vs_int8 {t_plain / t_packed:5.2f}",
+                flush=True,
+            )
+    return out
 
 
 def bench_shape(
@@ -134,16 +181,20 @@ def main() -> None:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     rows_list = [1, 8, 132] if args.quick else [1, 8, 54, 132, 512]
-    names = ["gate_up", "down_q6k"] if args.quick else list(SHAPES)
+    names = ["gate_up", "down_q6k", "down_q4k"] if args.quick else list(SHAPES)
     repeats = 3 if args.quick else 5
     ratios: dict[str, float] = {}
     q8_ratios: dict[str, float] = {}
+    nibbles: dict[str, float] = {}
     for name in names:
         outputs, inputs = SHAPES[name][:2]
         copies = -(-CYCLED_CODES // (outputs * inputs))  # (twice this CPU's L3 cache at least)
-        shape_ratios, shape_q8 = bench_shape(name, SHAPES[name], rows_list, copies, repeats)
-        ratios |= shape_ratios
-        q8_ratios |= shape_q8
+        if not name.endswith("_1.5b"):  # (the 1.5B's shapes: two to a byte against one only)
+            shape_ratios, shape_q8 = bench_shape(name, SHAPES[name], rows_list, copies, repeats)
+            ratios |= shape_ratios
+            q8_ratios |= shape_q8
+        if SHAPES[name][4] >= 0 and SHAPES[name][5] <= 15:
+            nibbles |= bench_nibbles(name, SHAPES[name], rows_list, copies, repeats)
     one_row = [v for k, v in ratios.items() if k.endswith("_rows_1")]
     report = {
         "threads": threads,
@@ -155,6 +206,10 @@ def main() -> None:
         "q8_vs_kernel": {k: round(v, 3) for k, v in q8_ratios.items()},
         "q8_vs_kernel_min": round(min(q8_ratios.values()), 3),
         "q8_vs_kernel_max": round(max(q8_ratios.values()), 3),
+        "nibbles_vs_int8": {k: round(v, 3) for k, v in nibbles.items() if not k.startswith("q8_")},
+        "q8_nibbles_vs_int8": {
+            k[3:]: round(v, 3) for k, v in nibbles.items() if k.startswith("q8_")
+        },
     }
     print(json.dumps(report))
 
