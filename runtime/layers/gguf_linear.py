@@ -33,6 +33,7 @@ This module does not read GGUF files (the loader does) and does not quantise flo
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -56,6 +57,7 @@ __all__ = [
     "reference_dequantize",
     "reference_linear",
     "reference_q8_linear",
+    "release_pages",
     "unpack_nibble_quads",
     "unpack_nibbles",
     "unpack_panels",
@@ -234,6 +236,44 @@ def unpack_nibble_quads(t: torch.Tensor) -> torch.Tensor:
     return pairs.reshape(count, 2 * half, PANEL).to(torch.int8)
 
 
+_MADV_PAGEOUT = 21  # (Linux 5.4+: reclaim these pages now; never loses data)
+
+
+def release_pages(t: torch.Tensor) -> bool:
+    """Ask the OS to reclaim the whole pages of ``t``'s memory that it can (``MADV_PAGEOUT``):
+    pages of a mapped file are dropped and read again if touched, anonymous ones are swapped
+    or left. A hint that never changes the data. Returns whether the OS took it (False off
+    Linux, on kernels before 5.4, or for a tensor smaller than a page).
+
+    A layer packed at load reads its codes from the converted-weights cache, a mapped file,
+    then holds copies: without this the pages read stay resident (the 1.5B model's engine
+    after packing its codes two to a byte: 4.0 GB instead of 3.3).
+    """
+    import mmap
+
+    madvise = _madvise()
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+    if madvise is None or last <= first:
+        return False
+    return bool(madvise(first, last - first, _MADV_PAGEOUT) == 0)
+
+
+@functools.cache
+def _madvise() -> Any:
+    """libc's ``madvise`` (Linux), or None."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if sys.platform != "linux":
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc.madvise
+
+
 def _q8_fits(group_size: int, in_features: int) -> bool:
     """Whether a layer's shape allows int8 activations (groups of 16 or 32, inputs % 32)."""
     return group_size in (16, 32) and in_features % 32 == 0
@@ -324,6 +364,7 @@ class GGUFLinear(nn.Module):
         self.packed = self._op is not None and not int8_activations
         self.shift: int | None = None  # (the codes' shift, where they are in quads)
         self.nibbles = False  # (codes two to a byte, uint8)
+        given = q
         if self.packed:
             q, scale, offset = _in_panels(q, scale, offset)
             if nibbles is not False and nibbles_fit(q):
@@ -337,6 +378,8 @@ class GGUFLinear(nn.Module):
         else:
             q, scale, offset = _in_rows(q, scale, offset, self.out_features)
         self.q = nn.Parameter(q.contiguous(), requires_grad=False)
+        if self.q.untyped_storage().data_ptr() != given.untyped_storage().data_ptr():
+            release_pages(given)  # (held as a copy now: the codes read need not stay resident)
         self.scale = nn.Parameter(scale.contiguous(), requires_grad=False)
         self.offset = (
             None if offset is None else nn.Parameter(offset.contiguous(), requires_grad=False)

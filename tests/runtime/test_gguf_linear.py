@@ -29,6 +29,7 @@ from ragloom.runtime.layers.gguf_linear import (
     reference_dequantize,
     reference_linear,
     reference_q8_linear,
+    release_pages,
     unpack_nibble_quads,
     unpack_nibbles,
     unpack_panels,
@@ -235,6 +236,30 @@ def test_nibbles_give_the_int8_codes_numbers_bit_for_bit(int8, group, with_offse
     assert not GGUFLinear(wide, scale, offset, **kwargs).nibbles
     signed = GGUFLinear(wide.clamp(max=15) - 8, scale, offset, use_kernel=True)
     assert not signed.nibbles and signed.q.dtype == torch.int8
+
+
+def _rss_file_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux's /proc only")
+def test_release_pages_drops_a_mapped_files_pages_and_keeps_the_data(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    codes = torch.randint(0, 16, (4096, 1024), dtype=torch.int8)  # 4 MB
+    save_file({"q": codes}, tmp_path / "codes.safetensors")
+    mapped = load_file(tmp_path / "codes.safetensors")["q"]
+    assert torch.equal(mapped, codes)  # (every page read: resident)
+    before = _rss_file_kb()
+    if not release_pages(mapped):
+        pytest.skip("this kernel does not take MADV_PAGEOUT (Linux < 5.4)")
+    assert _rss_file_kb() < before - 2048  # at least half of the 4 MB dropped
+    assert torch.equal(mapped, codes)  # and read again, unchanged
+    anonymous = codes.clone()
+    release_pages(anonymous)  # (the process's own memory: swapped or left, never lost)
+    assert torch.equal(anonymous, codes)
+    assert not release_pages(torch.zeros(8, dtype=torch.int8))  # (less than a page)
 
 
 def test_the_kernel_refuses_signed_nibbles():
