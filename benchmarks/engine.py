@@ -76,6 +76,14 @@ batch 3.25-3.62x, cold TTFT 4.23 s against the exact mode's 5.77 s. ``--threads 
 28.3x, decode 3.26x HF, llama.cpp 0.99x, batch 2.32x (ceiling 3.14x); gguf-q8 1.07x llama.cpp,
 batch 2.80x. Engine RSS peak 1.51-1.52 GB.
 
+On 2026-11-30 (codes of 0..15 held two to a byte), ``--threads 2`` twice on a fast day: TTFT
+22.9-24.7x, decode 4.85-5.03x HF, llama.cpp 0.85-0.88x (gguf-q8 0.90-1.08x), batch 2.53-2.56x
+(gguf-q8 2.93-3.21x). ``--quick --model qwen2.5-coder-1.5b-instruct``: greedy_match true, TTFT
+31.0x, decode 4.91x HF, llama.cpp 0.55x (gguf-q8 0.72x), batch 1.76x; that run peaked at 26.5 GB
+(the HF model, the float32 engine and the engine side by side), before the HF reference stopped
+copying its weights (14.1 -> 6.4 GB for that model alone): mind the machine's memory for models
+of 1.5B and up.
+
 Usage: ``python benchmarks/engine.py [--quick] [--model NAME] [--threads N]``; the last line is
 one JSON object.
 """
