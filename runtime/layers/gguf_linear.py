@@ -172,7 +172,7 @@ def pack_quads(q: torch.Tensor, shift: int) -> torch.Tensor:
     ``[ceil(n / 8), c, 8]``, each code plus ``shift`` (when ``shift > 0``).
 
     >>> pack_quads(torch.arange(16, dtype=torch.int8).view(2, 8), 0)[0, :8].flatten()[:12]
-    tensor([0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0], dtype=torch.int8)
+    tensor([ 0,  1,  2,  3,  8,  9, 10, 11,  0,  0,  0,  0], dtype=torch.int8)
     """
     panels = q if q.dim() == 3 else pack_panels(q)
     count, cols, _ = panels.shape
@@ -213,16 +213,12 @@ def pack_nibbles(panels: torch.Tensor) -> torch.Tensor:
     >>> pack_nibbles(torch.tensor([[[1] * 8, [2] * 8]], dtype=torch.int8))[0, 0, 0].item()
     33
     """
-    count, cols, width = panels.shape
-    pairs = panels.view(count, cols // 2, 2, width).to(torch.uint8)
-    return (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).contiguous()
+    return _join_nibbles(panels, PANEL)
 
 
 def unpack_nibbles(t: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`pack_nibbles`: int8 codes in panels ``[p, c, 8]``."""
-    count, half, width = t.shape
-    pairs = torch.stack([t & 15, t >> 4], dim=2)
-    return pairs.reshape(count, 2 * half, width).to(torch.int8)
+    return _split_nibbles(t, PANEL)
 
 
 def pack_nibble_quads(quads: torch.Tensor) -> torch.Tensor:
@@ -231,17 +227,26 @@ def pack_nibble_quads(quads: torch.Tensor) -> torch.Tensor:
     bits and the second's in the high four (what the int8 kernel's ``maddubs`` takes apart with
     one shift and two masks).
     """
-    count, cols, _ = quads.shape
-    pairs = quads.reshape(count, cols // 8, 2, 32).to(torch.uint8)
-    return (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(count, cols // 2, PANEL)
+    return _join_nibbles(quads, 4 * PANEL)
 
 
 def unpack_nibble_quads(t: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`pack_nibble_quads`: int8 quads ``[p, c, 8]``."""
-    count, half, _ = t.shape
-    rows = t.reshape(count, half // 4, 32)
-    pairs = torch.stack([rows & 15, rows >> 4], dim=2)
-    return pairs.reshape(count, 2 * half, PANEL).to(torch.int8)
+    return _split_nibbles(t, 4 * PANEL)
+
+
+def _join_nibbles(t: torch.Tensor, span: int) -> torch.Tensor:
+    """Each panel's bytes in runs of ``span``, every second run in the high four bits of the
+    run before it: ``[p, c, 8]`` int8 -> ``[p, c / 2, 8]`` uint8."""
+    pairs = t.reshape(t.shape[0], -1, 2, span).to(torch.uint8)
+    return (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(t.shape[0], -1, PANEL)
+
+
+def _split_nibbles(t: torch.Tensor, span: int) -> torch.Tensor:
+    """The inverse of :func:`_join_nibbles`."""
+    runs = t.reshape(t.shape[0], -1, span)
+    pairs = torch.stack([runs & 15, runs >> 4], dim=2)
+    return pairs.reshape(t.shape[0], -1, PANEL).to(torch.int8)
 
 
 _MADV_PAGEOUT = 21  # (Linux 5.4+: reclaim these pages now; never loses data)
@@ -536,8 +541,8 @@ class GGUFEmbedding(nn.Module):
         offset: float32 like ``scale``, or None.
         num_embeddings: the vocabulary size; needed (only) for codes in panels.
 
-    >>> q = torch.tensor([[1, 2], [3, 4]], dtype=torch.int8)
-    >>> GGUFEmbedding(q, torch.tensor([[0.5], [2.0]]))(torch.tensor([1, 0]))
+    >>> q = torch.tensor([[1, 2] * 4, [3, 4] * 4], dtype=torch.int8)  # (groups of 8)
+    >>> GGUFEmbedding(q, torch.tensor([[0.5], [2.0]]))(torch.tensor([1, 0]))[:, :2]
     tensor([[6.0000, 8.0000],
             [0.5000, 1.0000]])
     """

@@ -50,6 +50,17 @@ def grouped(rows: int, cols: int, group: int, with_offset: bool, seed: int = 0):
     return q, scale, offset
 
 
+def test_docstring_examples_run():
+    # (this module is not reached from a package's public names, so tests/test_docstrings.py
+    # does not run its examples)
+    import doctest
+
+    from ragloom.runtime.layers import gguf_linear
+
+    result = doctest.testmod(gguf_linear, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 10 and result.failed == 0
+
+
 def test_kernel_builds_here():
     # CI runs on AVX2 machines with g++: the fast path must not silently fall back there
     assert hasattr(gguf_kernel(), "grouped_linear")
