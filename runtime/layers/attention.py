@@ -18,6 +18,10 @@ chunk. New keys/values are written into their slots (``slot_mapping``), then:
   on how its prompt was chunked or which part came from the prefix cache (int8 activations
   turn last-bit differences into other tokens).
 
+A layer with a sliding ``window`` (gemma3's local layers) lets each query see only the
+``window`` latest keys up to itself: the step's metadata is narrowed once per step and window
+(:meth:`AttentionMetadata.windowed`) and shared by every such layer.
+
 No CUDA-only code.
 """
 
@@ -70,6 +74,45 @@ class AttentionMetadata:
     decode_mask: torch.Tensor | None = None
     decode_lengths: torch.Tensor | None = None
     prefills: list[PrefillChunk] = field(default_factory=list)
+    _windows: dict[int, AttentionMetadata | None] = field(default_factory=dict, repr=False)
+
+    def windowed(self, window: int) -> AttentionMetadata:
+        """This step with each query seeing only the ``window`` latest keys up to itself (its
+        own included), built once per window and step. Decodes keep the last ``window`` slots
+        of their context; a prefill chunk keeps the keys its first row sees, under a mask that
+        also hides those each later row has left behind."""
+        if window not in self._windows:
+            self._windows[window] = self._narrowed(window)
+        return self._windows[window] or self
+
+    def _narrowed(self, window: int) -> AttentionMetadata | None:
+        """The narrowed step, or None where no query has keys beyond its window."""
+        longest = max((len(c.context_slots) for c in self.prefills), default=0)
+        if self.decode_lengths is not None and len(self.decode_lengths):
+            longest = max(longest, int(self.decode_lengths.max()))
+        if longest <= window:
+            return None
+        out = AttentionMetadata(self.slot_mapping, self.num_decodes)
+        if self.decode_slots is not None and self.decode_lengths is not None:
+            out.decode_slots, out.decode_lengths = _last_slots(
+                self.decode_slots, self.decode_lengths, window
+            )
+            width = out.decode_slots.shape[1]
+            mask = torch.arange(width)[None, :] < out.decode_lengths[:, None]
+            out.decode_mask = mask[:, None, None, :]
+        for chunk in self.prefills:
+            context, rows = len(chunk.context_slots), chunk.end - chunk.start
+            if context <= window:
+                out.prefills.append(chunk)
+                continue
+            first = max(0, context - rows - window + 1)  # the first key any row sees
+            q_pos = torch.arange(context - rows, context)[:, None]
+            k_pos = torch.arange(first, context)[None, :]
+            mask = (k_pos <= q_pos) & (q_pos - k_pos < window)
+            out.prefills.append(
+                PrefillChunk(chunk.start, chunk.end, chunk.context_slots[first:], mask)
+            )
+        return out
 
 
 class PagedAttention(nn.Module):
@@ -79,13 +122,25 @@ class PagedAttention(nn.Module):
         num_heads: query heads.
         num_kv_heads: key/value heads (grouped-query attention when fewer).
         head_dim: size of one head.
+        scale: the factor on query-key products (None: ``head_dim ** -0.5``).
+        window: keys a query sees, itself included (0: the whole context).
     """
 
-    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+    def __init__(
+        self,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        *,
+        scale: float | None = None,
+        window: int = 0,
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
+        self.scale = 1 / math.sqrt(head_dim) if scale is None else scale
+        self.window = window
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)  # [slots, kv_heads, head_dim], set by the model runner
         # decodes one by one over their own context lengths, so that the result is the same
@@ -101,6 +156,8 @@ class PagedAttention(nn.Module):
         """``q`` [T, heads, dim], ``k``/``v`` [T, kv_heads, dim] -> [T, heads, dim]."""
         self.k_cache.index_copy_(0, meta.slot_mapping, k.to(self.k_cache.dtype))
         self.v_cache.index_copy_(0, meta.slot_mapping, v.to(self.v_cache.dtype))
+        if self.window:
+            meta = meta.windowed(self.window)
         out = torch.empty_like(q)
         gqa = self.num_heads != self.num_kv_heads
         if meta.num_decodes and self.decode_kernel is not None:  # decode, compiled
@@ -111,7 +168,7 @@ class PagedAttention(nn.Module):
                 self.v_cache,
                 meta.decode_slots,
                 meta.decode_lengths,
-                1 / math.sqrt(self.head_dim),
+                self.scale,
             )
         elif meta.num_decodes and self.batch_invariant:  # decode, one sequence at a time
             assert meta.decode_slots is not None and meta.decode_mask is not None
@@ -119,28 +176,23 @@ class PagedAttention(nn.Module):
                 slots = meta.decode_slots[i][meta.decode_mask[i].view(-1)]
                 kk = _gather(self.k_cache, slots).transpose(0, 1).unsqueeze(0).to(q.dtype)
                 vv = _gather(self.v_cache, slots).transpose(0, 1).unsqueeze(0).to(q.dtype)
-                o = sdpa(q[i : i + 1].unsqueeze(2), kk, vv, enable_gqa=gqa)
+                o = sdpa(q[i : i + 1].unsqueeze(2), kk, vv, scale=self.scale, enable_gqa=gqa)
                 out[i] = o[0, :, 0]
         elif meta.num_decodes:  # decode
             assert meta.decode_slots is not None
             kk = _gather(self.k_cache, meta.decode_slots).transpose(1, 2).to(q.dtype)
             vv = _gather(self.v_cache, meta.decode_slots).transpose(1, 2).to(q.dtype)
             qq = q[: meta.num_decodes].unsqueeze(2)
-            o = sdpa(qq, kk, vv, attn_mask=meta.decode_mask, enable_gqa=gqa)
+            o = sdpa(qq, kk, vv, attn_mask=meta.decode_mask, scale=self.scale, enable_gqa=gqa)
             out[: meta.num_decodes] = o.squeeze(2)
         for chunk in meta.prefills:  # prefill
             if self.batch_invariant and self.decode_kernel is not None:
                 # each query row as a decode over its own causal context: a row's numbers
                 # then never depend on how its prompt was cut into chunks or cached
-                rows = chunk.end - chunk.start
-                context = len(chunk.context_slots)
+                slots, lengths = _rows_as_decodes(chunk, self.window)
+                rows = q[chunk.start : chunk.end]
                 out[chunk.start : chunk.end] = self.decode_kernel(
-                    q[chunk.start : chunk.end],
-                    self.k_cache,
-                    self.v_cache,
-                    chunk.context_slots.expand(rows, context),
-                    torch.arange(context - rows + 1, context + 1),
-                    1 / math.sqrt(self.head_dim),
+                    rows, self.k_cache, self.v_cache, slots, lengths, self.scale
                 )
                 continue
             qq = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)
@@ -150,9 +202,36 @@ class PagedAttention(nn.Module):
                 kk = _gather(self.k_cache, chunk.context_slots).to(q.dtype)
                 vv = _gather(self.v_cache, chunk.context_slots).to(q.dtype)
             kk, vv = kk.transpose(0, 1).unsqueeze(0), vv.transpose(0, 1).unsqueeze(0)
-            o = sdpa(qq, kk, vv, attn_mask=chunk.mask, is_causal=chunk.mask is None, enable_gqa=gqa)
+            causal = chunk.mask is None
+            o = sdpa(
+                qq, kk, vv, attn_mask=chunk.mask, is_causal=causal, scale=self.scale, enable_gqa=gqa
+            )
             out[chunk.start : chunk.end] = o[0].transpose(0, 1)
         return out
+
+
+def _last_slots(
+    slots: torch.Tensor, lengths: torch.Tensor, window: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last ``window`` of each row's ``lengths`` real slots, left-aligned (``[B, W]``, the
+    padding repeating a real slot), and their counts."""
+    if int(lengths.max()) <= window:
+        return slots, lengths
+    kept = lengths.clamp(max=window)
+    width = int(kept.max())
+    index = (lengths - kept)[:, None] + torch.arange(width)[None, :]
+    index = torch.minimum(index, (lengths - 1)[:, None])
+    return slots.gather(1, index), kept
+
+
+def _rows_as_decodes(chunk: PrefillChunk, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of a prefill chunk as a decode over its own causal context (within
+    ``window`` keys, if any): ``(slots [rows, L], lengths [rows])`` for the decode kernel."""
+    rows = chunk.end - chunk.start
+    context = len(chunk.context_slots)
+    slots = chunk.context_slots.expand(rows, context)
+    lengths = torch.arange(context - rows + 1, context + 1)
+    return _last_slots(slots, lengths, window) if window else (slots, lengths)
 
 
 def _gather(cache: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ class ModelConfig:
     """Hyper-parameters of a llama-family model.
 
     Attributes:
-        architecture: ``"llama"`` or ``"qwen2"``.
+        architecture: ``"llama"``, ``"qwen2"`` or ``"gemma3"``.
         vocab_size: tokens in the vocabulary.
         hidden_size: width of the residual stream.
         intermediate_size: width of the MLP.
@@ -30,6 +30,12 @@ class ModelConfig:
         context_length: the longest sequence the model was trained for.
         tie_word_embeddings: the LM head reuses the embedding matrix.
         attention_bias: q/k/v projections carry a bias (qwen2).
+        sliding_window: keys a query of a local-attention layer sees, itself included (0: every
+            layer attends to the whole context).
+        sliding_window_pattern: every this-many-th layer attends globally, the others within
+            ``sliding_window`` (gemma3: 6; 0: none does).
+        rope_local_theta: the rotary base of the local layers (gemma3: 10,000).
+        attention_scale: the factor on query-key products (0: ``head_dim ** -0.5``).
     """
 
     architecture: str
@@ -45,6 +51,20 @@ class ModelConfig:
     context_length: int
     tie_word_embeddings: bool
     attention_bias: bool
+    sliding_window: int = 0
+    sliding_window_pattern: int = 0
+    rope_local_theta: float = 0.0
+    attention_scale: float = 0.0
+
+    def is_local(self, layer: int) -> bool:
+        """Whether ``layer`` attends within ``sliding_window`` instead of globally."""
+        pattern = self.sliding_window_pattern
+        return self.sliding_window > 0 and (pattern == 0 or (layer + 1) % pattern != 0)
+
+    @property
+    def scale(self) -> float:
+        """The factor on query-key products."""
+        return self.attention_scale or self.head_dim**-0.5
 
     def save(self, path: Path) -> None:
         """Write the config as JSON."""

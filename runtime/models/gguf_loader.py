@@ -31,6 +31,7 @@ import torch
 from ragloom._config import cache_dir
 from ragloom.errors import ModelError
 from ragloom.runtime.models.config import ModelConfig
+from ragloom.runtime.models.gemma3 import Gemma3ForCausalLM
 from ragloom.runtime.models.llama import LlamaForCausalLM
 from ragloom.runtime.models.qwen2 import Qwen2ForCausalLM
 
@@ -39,8 +40,9 @@ __all__ = ["ARCHITECTURES", "LoadedModel", "file_sha256", "load_gguf", "weights_
 ARCHITECTURES: dict[str, type[LlamaForCausalLM]] = {
     "llama": LlamaForCausalLM,
     "qwen2": Qwen2ForCausalLM,
+    "gemma3": Gemma3ForCausalLM,
 }
-_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>")
+_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,8 @@ def weights_cached(path: str | Path) -> bool:
 
 
 def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a llama or qwen2 GGUF file, using the converted-weights cache when it is warm.
+    """Load a llama, qwen2 or gemma3 GGUF file, using the converted-weights cache when it is
+    warm.
 
     Args:
         path: the ``.gguf`` file.
@@ -129,7 +132,8 @@ def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Loaded
 
     Raises:
         ModelError: the file is missing, is not a readable GGUF file (the message names it) or
-            holds an architecture other than llama/qwen2.
+            holds an architecture other than llama/qwen2/gemma3 (or settings of one that the
+            engine does not run, such as rotary scaling).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -150,7 +154,7 @@ def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Loaded
     if missing != tied or unexpected:
         raise ModelError(f"cached weights of {path.name} do not fit: {missing} {unexpected}")
     if config.tie_word_embeddings:
-        model.lm_head.proj.weight = model.model.embed_tokens.weight
+        model.lm_head.proj.weight = model.embed_tokens().weight
     model = model.to(dtype).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     return LoadedModel(model, config, tokenizer, tuple(meta["eos_token_ids"]), path, folder)
@@ -206,23 +210,44 @@ def _read_config(reader: Any, path: Path) -> ModelConfig:
             f"{path.name}: architecture {arch!r} is not supported (supported: "
             f"{', '.join(ARCHITECTURES)})"
         )
+    for key in ("rope.scaling.type", "final_logit_softcapping", "attn_logit_softcapping"):
+        value = _field(reader, f"{arch}.{key}")
+        if value not in (None, "none"):
+            raise ModelError(f"{path.name}: {arch}.{key} = {value!r} is not supported")
     names = {t.name for t in reader.tensors}
     hidden = int(_field(reader, f"{arch}.embedding_length"))
     heads = int(_field(reader, f"{arch}.attention.head_count"))
+    layers = int(_field(reader, f"{arch}.block_count"))
+    head_dim = int(_field(reader, f"{arch}.attention.key_length", hidden // heads))
+    rope_dim = int(_field(reader, f"{arch}.rope.dimension_count", head_dim))
+    if rope_dim != head_dim:
+        raise ModelError(
+            f"{path.name}: a rotary over {rope_dim} of {head_dim} dims is not supported"
+        )
+    extra: dict[str, Any] = {}
+    if arch == "gemma3":  # (what llama.cpp assumes of every gemma3 file, which does not say)
+        extra = {
+            "sliding_window": int(_field(reader, f"{arch}.attention.sliding_window")),
+            "sliding_window_pattern": 6,
+            "rope_local_theta": 10000.0,
+            # query_pre_attn_scalar: head_dim, except 27B's hidden / heads (62 layers)
+            "attention_scale": (hidden / heads if layers == 62 else head_dim) ** -0.5,
+        }
     return ModelConfig(
         architecture=arch,
         vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
         hidden_size=hidden,
         intermediate_size=int(_field(reader, f"{arch}.feed_forward_length")),
-        num_layers=int(_field(reader, f"{arch}.block_count")),
+        num_layers=layers,
         num_heads=heads,
         num_kv_heads=int(_field(reader, f"{arch}.attention.head_count_kv", heads)),
-        head_dim=int(_field(reader, f"{arch}.rope.dimension_count", hidden // heads)),
+        head_dim=head_dim,
         rope_theta=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
         rms_norm_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon")),
         context_length=int(_field(reader, f"{arch}.context_length", 2048)),
         tie_word_embeddings="output.weight" not in names,
         attention_bias="blk.0.attn_q.bias" in names,
+        **extra,
     )
 
 
@@ -298,7 +323,14 @@ def tensor_sources(cfg: ModelConfig, names: set[str]) -> dict[str, list[str]]:
     for i in range(cfg.num_layers):
         b, p = f"blk.{i}.", f"model.layers.{i}."
         params[p + "input_layernorm.weight"] = [b + "attn_norm.weight"]
-        params[p + "post_attention_layernorm.weight"] = [b + "ffn_norm.weight"]
+        if cfg.architecture == "gemma3":  # (four norms a layer, and per-head Q/K norms)
+            params[p + "post_attention_layernorm.weight"] = [b + "post_attention_norm.weight"]
+            params[p + "pre_feedforward_layernorm.weight"] = [b + "ffn_norm.weight"]
+            params[p + "post_feedforward_layernorm.weight"] = [b + "post_ffw_norm.weight"]
+            params[p + "self_attn.q_norm.weight"] = [b + "attn_q_norm.weight"]
+            params[p + "self_attn.k_norm.weight"] = [b + "attn_k_norm.weight"]
+        else:
+            params[p + "post_attention_layernorm.weight"] = [b + "ffn_norm.weight"]
         params[p + "self_attn.qkv_proj.weight"] = [b + f"attn_{x}.weight" for x in "qkv"]
         if cfg.attention_bias:
             params[p + "self_attn.qkv_proj.bias"] = [b + f"attn_{x}.bias" for x in "qkv"]

@@ -48,13 +48,14 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    """Gated MLP: ``down(silu(gate(x)) * up(x))`` with gate and up fused."""
+    """Gated MLP: ``down(act(gate(x), up(x)))`` with gate and up fused; ``act`` is
+    ``silu(gate) * up`` unless given (gemma3: :class:`GeluTanhAndMul`)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, act: nn.Module | None = None) -> None:
         super().__init__()
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.act = SiluAndMul()
+        self.act = SiluAndMul() if act is None else act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the MLP."""
@@ -115,14 +116,21 @@ class LlamaForCausalLM(nn.Module):
     """
 
     permute_qk = True  # GGUF stores llama Q/K rows interleaved for llama.cpp's rope
+    base_model: type[nn.Module] = LlamaModel  # (the decoder stack under the LM head)
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.model = LlamaModel(cfg)
+        self.model = self.base_model(cfg)
         self.lm_head = LMHead(cfg.vocab_size, cfg.hidden_size)
         if cfg.tie_word_embeddings:
-            self.lm_head.proj.weight = self.model.embed_tokens.weight
+            self.lm_head.proj.weight = self.embed_tokens().weight
+
+    def embed_tokens(self) -> nn.Embedding:
+        """The token embedding (which a tied LM head shares)."""
+        embedding = self.model.embed_tokens
+        assert isinstance(embedding, nn.Embedding)
+        return embedding
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata

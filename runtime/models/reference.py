@@ -1,9 +1,10 @@
 """The transformers twin of an engine model: the plain reference forward pass.
 
-:func:`hf_reference` builds ``transformers``' own ``LlamaForCausalLM`` / ``Qwen2ForCausalLM``
-on exactly the weights the engine runs (its fused Q/K/V and gate/up tensors split back), so
-tests and benchmarks can compare the paged, batched, prefix-cached engine with an unbatched,
-unpaged implementation that ragloom did not write. Not used at serving time.
+:func:`hf_reference` builds ``transformers``' own ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` /
+``Gemma3ForCausalLM`` on exactly the weights the engine runs (its fused Q/K/V and gate/up
+tensors split back, gemma3's norms less the one GGUF adds), so tests and benchmarks can compare
+the paged, batched, prefix-cached engine with an unbatched, unpaged implementation that ragloom
+did not write. Not used at serving time.
 """
 
 from __future__ import annotations
@@ -31,9 +32,46 @@ def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
             gate, up = tensor.chunk(2)
             out[name.replace("gate_up_proj", "gate_proj")] = gate
             out[name.replace("gate_up_proj", "up_proj")] = up
+        elif cfg.architecture == "gemma3" and name.endswith("norm.weight"):
+            out[name] = tensor - 1  # (transformers' Gemma3RMSNorm adds the one GGUF holds)
         else:
             out[name.replace("lm_head.proj", "lm_head")] = tensor
     return out
+
+
+def _hf_config(cfg: ModelConfig) -> Any:
+    """transformers' config of the same shape."""
+    import transformers
+
+    shape = {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "max_position_embeddings": cfg.context_length,
+    }
+    if cfg.architecture == "gemma3":
+        kinds = ("sliding" if cfg.is_local(i) else "full" for i in range(cfg.num_layers))
+        return transformers.Gemma3TextConfig(
+            **shape,
+            sliding_window=cfg.sliding_window,
+            layer_types=[f"{kind}_attention" for kind in kinds],
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": cfg.rope_local_theta},
+                "full_attention": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+            },
+            query_pre_attn_scalar=round(cfg.scale**-2),
+            hidden_activation="gelu_pytorch_tanh",
+        )
+    name = {"llama": "Llama", "qwen2": "Qwen2"}[cfg.architecture]
+    return getattr(transformers, f"{name}Config")(
+        **shape, rope_theta=cfg.rope_theta, attention_bias=cfg.attention_bias
+    )
 
 
 def hf_reference(loaded: LoadedModel) -> Any:
@@ -43,21 +81,8 @@ def hf_reference(loaded: LoadedModel) -> Any:
     import transformers
 
     cfg = loaded.config
-    name = {"llama": "Llama", "qwen2": "Qwen2"}[cfg.architecture]
-    config = getattr(transformers, f"{name}Config")(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        rope_theta=cfg.rope_theta,
-        rms_norm_eps=cfg.rms_norm_eps,
-        tie_word_embeddings=cfg.tie_word_embeddings,
-        max_position_embeddings=cfg.context_length,
-        attention_bias=cfg.attention_bias,
-    )
+    config = _hf_config(cfg)
+    name = {"llama": "Llama", "qwen2": "Qwen2", "gemma3": "Gemma3"}[cfg.architecture]
     from transformers.initialization import no_init_weights
 
     with no_init_weights():  # every weight is overwritten below

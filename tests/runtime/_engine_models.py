@@ -43,6 +43,25 @@ def alone(prompt_ids: tuple[int, ...], max_tokens: int) -> list[int]:
     return engine.generate([list(prompt_ids)], params)[0].completion_token_ids
 
 
+def transformers_from_gguf(model: str, config_class: Any, model_class: Any) -> Any:
+    """A packaged model as transformers itself loads its GGUF file (its own dequantisation and
+    tensor mapping: an independent check of ragloom's loader)."""
+    import torch
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    path = str(resolve_model(model))
+    settings = load_gguf_checkpoint(path)["config"]
+    skip = ("model_type", "architectures", "_model_name_or_path")
+    config = config_class(**{k: v for k, v in settings.items() if k not in skip})
+    with torch.device("meta"):
+        shell = model_class(config)
+    state = load_gguf_checkpoint(path, return_tensors=True, model_to_load=shell)["tensors"]
+    out = model_class(config)
+    out.load_state_dict(state, strict=False)
+    out.tie_weights()
+    return out.eval()
+
+
 def chat_ids(question: str) -> list[int]:
     """Token ids of ``question`` as a user message in SmolLM2's chat template."""
     return smol_llm().encode([{"role": "user", "content": question}])

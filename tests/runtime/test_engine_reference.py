@@ -12,7 +12,7 @@ from functools import cache
 
 import pytest
 import torch
-from _engine_models import PROMPTS, SMOL, chat_ids, smol_llm
+from _engine_models import PROMPTS, SMOL, chat_ids, smol_llm, transformers_from_gguf
 
 from ragloom.runtime.engine.config import EngineConfig
 from ragloom.runtime.engine.llm_engine import LLMEngine
@@ -30,19 +30,8 @@ NUM_TOKENS = 32
 def hf_smol():
     """SmolLM2 as transformers itself loads it from the GGUF file."""
     from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    path = str(resolve_model(SMOL))
-    settings = load_gguf_checkpoint(path)["config"]
-    skip = ("model_type", "architectures", "_model_name_or_path")
-    config = LlamaConfig(**{k: v for k, v in settings.items() if k not in skip})
-    with torch.device("meta"):
-        shell = LlamaForCausalLM(config)
-    state = load_gguf_checkpoint(path, return_tensors=True, model_to_load=shell)["tensors"]
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(state, strict=False)
-    model.tie_weights()
-    return model.eval()
+    return transformers_from_gguf(SMOL, LlamaConfig, LlamaForCausalLM)
 
 
 def engine_greedy(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]]:
