@@ -24,7 +24,10 @@
     run; ``concurrent_share_of_gemm`` is the share of that rate the concurrent run reached.
 (d) resident memory: ``engine_rss_mb`` (peak) and ``engine_rss_now_mb`` after (a), the default
     engine alone with its weights and KV cache touched; ``peak_rss_mb`` at the end (HF
-    reference, float32 and int8 engines and llama.cpp too).
+    reference, float32 and int8 engines and llama.cpp too). Both are the process's
+    ``ru_maxrss``, which counts a mapped file's resident pages once per mapping: the
+    converted-weights cache, mapped by each engine, counts once per engine (the 1.5B model read
+    26.5 GB on a 24 GB machine while at most 14.8 GB was in use).
 
 ``greedy_match`` says whether the engine's first 32 greedy tokens equal the HF reference's
 (``float32_greedy_match`` the same for the float32 engine). Every backend uses the same number
