@@ -12,8 +12,13 @@
 // of the torch path (built with -ffp-contract=off: a multiply, a multiply, an add), so its
 // results are the same bit for bit; the norm sums its squares in another order (float32
 // rounding only), and silu_mul's e^x is ragloom::exp8 (relative error ~1e-7) where torch uses
-// Sleef's. Work is split over threads only for many rows (prefill chunks, whose GEMMs run on
-// torch's threads next: the pool's workers do not linger after these jobs).
+// Sleef's. Only silu_mul, whose e^x costs ~2 ns an element, splits its work over threads, and
+// only for many rows (prefill chunks, whose GEMMs may run on torch's threads next: the pool's
+// workers do not linger after it). The norm and the rotary stay on the calling thread: they
+// stream memory at ~0.4 ns an element (75 us for a 194-row chunk of Qwen2.5-0.5B), less than
+// it costs to wake a sleeping thread on a virtual machine (measured here: 1.5-2 ms), which a
+// split paid whenever the other thread slept; the norm also adds the residual in the same pass
+// instead of through torch's add, one of torch's parallel ops, which had the same cost.
 //
 // Built with the other kernels into one library (ragloom.runtime.layers.kernels);
 // ragloom.runtime.layers.rmsnorm, .rotary and .activation hold the torch paths the tests
@@ -28,7 +33,7 @@
 
 namespace {
 
-constexpr int64_t kParallelWork = 1 << 16;  // elements below which a call stays on one thread
+constexpr int64_t kParallelWork = 1 << 16;  // silu_mul: outputs below which it stays on one thread
 
 inline float sum_squares(const float* h, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
@@ -50,22 +55,23 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::T
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 1 && weight.size(0) == x.size(1) && weight.is_contiguous(),
               "weight must be contiguous float32 [n]");
   const int64_t T = x.size(0), n = x.size(1);
-  const at::Tensor h = residual.numel() ? x + residual : x;
-  auto out = at::empty_like(h);
-  const float* hp = h.data_ptr<float>();
+  const at::Tensor rc = residual.numel() ? residual.contiguous() : residual;
+  const at::Tensor h = residual.numel() ? at::empty_like(x) : x;
+  auto out = at::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  const float* rp = residual.numel() ? rc.data_ptr<float>() : nullptr;
+  float* hp = h.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const float e = static_cast<float>(eps);
-  auto rows = [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const float* row = hp + t * n;
-      const float inv = 1.f / std::sqrt(sum_squares(row, n) / static_cast<float>(n) + e);
-      float* o = op + t * n;
-      for (int64_t i = 0; i < n; ++i) o[i] = wp[i] * (row[i] * inv);
-    }
-  };
-  if (T * n < kParallelWork) rows(0, T);
-  else ragloom::parallel_for(0, T, std::max<int64_t>(1, kParallelWork / n), rows, /*linger=*/false);
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = hp + t * n;
+    if (rp != nullptr)  // h = x + residual, as torch's add (one rounding an element)
+      for (int64_t i = 0; i < n; ++i) row[i] = xp[t * n + i] + rp[t * n + i];
+    const float inv = 1.f / std::sqrt(sum_squares(row, n) / static_cast<float>(n) + e);
+    float* o = op + t * n;
+    for (int64_t i = 0; i < n; ++i) o[i] = wp[i] * (row[i] * inv);
+  }
   return {out, h};
 }
 
@@ -103,15 +109,10 @@ std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor&
     TORCH_CHECK(pos[t] >= 0 && pos[t] < cos.size(0), "position ", pos[t], " outside the table of ", cos.size(0));
   auto q_out = at::empty({T, q.size(1), D}, q.options());
   auto k_out = at::empty({T, k.size(1), D}, k.options());
-  auto run = [&](int64_t begin, int64_t end) {
-    rotate(q.data_ptr<float>(), q.stride(0), T, q.size(1), D, cos.data_ptr<float>(), sin.data_ptr<float>(), pos,
-           q_out.data_ptr<float>(), begin, end);
-    rotate(k.data_ptr<float>(), k.stride(0), T, k.size(1), D, cos.data_ptr<float>(), sin.data_ptr<float>(), pos,
-           k_out.data_ptr<float>(), begin, end);
-  };
-  const int64_t per_token = (q.size(1) + k.size(1)) * D;
-  if (T * per_token < kParallelWork) run(0, T);
-  else ragloom::parallel_for(0, T, std::max<int64_t>(1, kParallelWork / per_token), run, /*linger=*/false);
+  rotate(q.data_ptr<float>(), q.stride(0), T, q.size(1), D, cos.data_ptr<float>(), sin.data_ptr<float>(), pos,
+         q_out.data_ptr<float>(), 0, T);
+  rotate(k.data_ptr<float>(), k.stride(0), T, k.size(1), D, cos.data_ptr<float>(), sin.data_ptr<float>(), pos,
+         k_out.data_ptr<float>(), 0, T);
   return {q_out, k_out};
 }
 

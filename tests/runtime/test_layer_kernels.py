@@ -20,7 +20,7 @@ def ops():
     return found.ragloom_layers
 
 
-@pytest.mark.parametrize("rows", [1, 8, 300])  # 300 rows are split over threads
+@pytest.mark.parametrize("rows", [1, 8, 300])  # 300: a prefill chunk's rows (one thread too)
 @pytest.mark.parametrize("with_residual", [False, True])
 @pytest.mark.parametrize("width", [896, 60])  # 60: a tail after the 8-wide loop
 def test_rms_norm_kernel_matches_torch(rows, with_residual, width):
@@ -82,7 +82,7 @@ def test_rotary_of_a_transposed_product_takes_the_torch_path():
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
-@pytest.mark.parametrize("rows", [1, 8, 300])  # 300 rows are split over threads
+@pytest.mark.parametrize("rows", [1, 8, 300])  # 300: a prefill chunk's rows (one thread too)
 @pytest.mark.parametrize("width", [4864, 60])  # 60: a tail after the 8-wide loop
 def test_silu_mul_kernel_matches_torch(rows, width):
     gen = torch.Generator().manual_seed(rows + width)
