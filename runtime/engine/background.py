@@ -6,12 +6,18 @@ sequence (``listener(seq, None)``), or with the exception if a step failed. ``ab
 request and frees its blocks at the next step. The thread ends after ``IDLE_EXIT_S`` seconds
 without work (so nothing keeps a dropped model alive) and the next ``submit`` starts another.
 Text, templates and futures are the caller's business (:mod:`ragloom.runtime.torch_llm`).
+
+At interpreter exit every running thread finishes its step and stops (``atexit``): a daemon
+thread still inside one of torch's ops while Python finalises is stopped where it next takes
+the GIL, which can abort the process ("terminate called without an active exception").
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
@@ -23,6 +29,7 @@ __all__ = ["BackgroundEngine", "Listener"]
 
 logger = logging.getLogger(__name__)
 IDLE_EXIT_S = 2.0  # the thread ends after this long without work; the next submit restarts it
+EXIT_WAIT_S = 10.0  # how long interpreter exit waits for a thread's step to end
 
 Listener = Callable[[Sequence, BaseException | None], None]
 
@@ -40,6 +47,8 @@ class BackgroundEngine:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = False
+        _RUNNING.add(self)
 
     def submit(
         self,
@@ -49,7 +58,13 @@ class BackgroundEngine:
         *,
         score_from: int | None = None,
     ) -> Sequence:
-        """Queue a request (errors in its input raise here, in the caller's thread)."""
+        """Queue a request (errors in its input raise here, in the caller's thread).
+
+        Raises:
+            RuntimeError: after :meth:`close`.
+        """
+        if self._closed:
+            raise RuntimeError("this engine's stepping thread is closed (interpreter exit)")
         seq = self.engine.add_request(token_ids, params, score_from=score_from)
         with self._lock:
             self._listeners[seq.seq_id] = (seq, listener)
@@ -61,13 +76,22 @@ class BackgroundEngine:
         self._wake.set()
         return seq
 
+    def close(self, timeout: float = EXIT_WAIT_S) -> None:
+        """Stop the thread after its current step and wait up to ``timeout`` seconds for it
+        (at interpreter exit; requests still running are left unfinished)."""
+        self._closed = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def abort(self, seq: Sequence) -> None:
         """Cancel ``seq``; its listener hears of it after the next step."""
         self.engine.abort(seq)
         self._wake.set()
 
     def _loop(self) -> None:
-        while True:
+        while not self._closed:
             if not self._wake.wait(timeout=IDLE_EXIT_S):
                 with self._lock:  # idle: end the thread, so a dropped LLM can be collected
                     if not self.engine.has_work() and not self._wake.is_set():
@@ -75,7 +99,7 @@ class BackgroundEngine:
                         return
                 continue
             self._wake.clear()
-            while self.engine.has_work():
+            while self.engine.has_work() and not self._closed:
                 try:
                     changed = self.engine.step()
                 except BaseException as exc:  # handed to every waiting caller
@@ -83,6 +107,8 @@ class BackgroundEngine:
                     continue
                 for seq in changed:
                     self._notify(seq, None)
+        with self._lock:  # (closed)
+            self._thread = None
 
     def _notify(self, seq: Sequence, error: BaseException | None) -> None:
         with self._lock:
@@ -102,3 +128,12 @@ class BackgroundEngine:
             if not seq.is_finished:
                 self.engine.cancel_now(seq)
             self._notify(seq, exc)
+
+
+_RUNNING: weakref.WeakSet[BackgroundEngine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for engine in list(_RUNNING):
+        engine.close()

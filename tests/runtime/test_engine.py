@@ -266,6 +266,24 @@ def test_idle_engine_thread_ends_and_restarts():
     assert llm.generate(["Hi"], SamplingParams(max_tokens=1))[0].completion_tokens == 1
 
 
+def test_closing_stops_the_thread_after_its_step():
+    """What interpreter exit does (``atexit``): the stepping thread ends after the step it is
+    in, leaving a long request unfinished, and takes no more requests."""
+    from ragloom.runtime.engine.background import BackgroundEngine
+
+    background = BackgroundEngine(fresh_engine(max_num_seqs=3))  # (an engine of its own)
+    prompt, params = chat_ids("Count to a thousand."), SamplingParams(max_tokens=500)
+    seq = background.submit(prompt, params, lambda s, error: None)
+    deadline = time.monotonic() + 60
+    while seq.num_completion_tokens < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    background.close()
+    assert background._thread is None and not seq.is_finished
+    assert seq.num_completion_tokens < 500
+    with pytest.raises(RuntimeError, match="closed"):
+        background.submit([1, 2, 3], SamplingParams(max_tokens=1), lambda s, error: None)
+
+
 def test_render_without_a_chat_template_falls_back_to_role_markers():
     llm = smol_llm()
     saved = llm.tokenizer.chat_template
