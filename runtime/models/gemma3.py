@@ -21,33 +21,24 @@ import torch
 from torch import nn
 
 from ragloom.runtime.layers.activation import GeluTanhAndMul
-from ragloom.runtime.layers.attention import AttentionMetadata, PagedAttention
+from ragloom.runtime.layers.attention import AttentionMetadata
 from ragloom.runtime.layers.embedding import VocabEmbedding
 from ragloom.runtime.layers.rmsnorm import RMSNorm
 from ragloom.runtime.layers.rotary import RotaryEmbedding
 from ragloom.runtime.models.config import ModelConfig
-from ragloom.runtime.models.llama import LlamaForCausalLM, LlamaMLP
+from ragloom.runtime.models.llama import LlamaAttention, LlamaForCausalLM, LlamaMLP
 
 __all__ = ["Gemma3ForCausalLM"]
 
 
-class Gemma3Attention(nn.Module):
-    """Fused QKV projection, per-head Q/K norms, rotary, paged attention (windowed on a local
-    layer), output projection."""
+class Gemma3Attention(LlamaAttention):
+    """llama's attention with per-head Q/K norms before the rotary (windowed on a local
+    layer)."""
 
     def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, window: int) -> None:
-        super().__init__()
-        self.head_dim = cfg.head_dim
-        self.q_size = cfg.num_heads * cfg.head_dim
-        self.kv_size = cfg.num_kv_heads * cfg.head_dim
-        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=False)
-        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        super().__init__(cfg, rotary, window)
         self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
-        self.rotary = rotary
-        self.attn = PagedAttention(
-            cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, scale=cfg.scale, window=window
-        )
 
     def forward(
         self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata
